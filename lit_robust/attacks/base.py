@@ -1,0 +1,153 @@
+"""The one attack abstraction every attack in lit_robust derives from.
+
+``Attack.__call__(model, x, y) -> x_adv`` owns everything that attack code usually gets wrong, so that
+subclasses only write the search in :meth:`Attack.perturb`:
+
+- the model runs in eval mode during the attack (configurable) and its mode is restored afterwards;
+  with ``eval_mode=False`` BatchNorm running statistics are restored too;
+- gradients are enabled even inside ``torch.no_grad()`` / ``torch.inference_mode()`` (Lightning's
+  validation and test loops), and autocast is switched off: the perturbation maths is fp32;
+- input gradients come from ``torch.autograd.grad``, so parameters' ``.grad`` are never touched;
+- the result is projected onto the eps-ball around x and onto the box [0, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from lit_robust.attacks.threat import Ball, canonical_norm, make_ball
+from lit_robust.errors import ConfigError
+
+_BOX_TOL = 1e-6
+
+
+@contextlib.contextmanager
+def attack_mode(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
+    """Run the body with grads on, autocast off and ``model`` in eval mode; restore the model's mode
+    (and, if it stayed in train mode, its buffers such as BatchNorm statistics) on exit."""
+    was_training = model.training
+    buffers = None if eval_mode else [(b, b.detach().clone()) for b in model.buffers()]
+    device_type = next((p.device.type for p in model.parameters()), "cpu")
+    try:
+        if eval_mode:
+            model.eval()
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            torch.autocast(device_type=device_type, enabled=False),
+        ):
+            yield
+    finally:
+        model.train(was_training)
+        if buffers is not None:
+            with torch.no_grad():
+                for buf, saved in buffers:
+                    buf.copy_(saved)
+
+
+def check_eps(eps: float, name: str = "eps") -> float:
+    """Validate a radius: finite and >= 0."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {eps!r}")
+    return float(eps)
+
+
+def check_int(value: int, name: str, minimum: int = 1) -> int:
+    """Validate an integer count (steps, restarts, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class Attack(ABC):
+    """Base class: ``x_adv = attack(model, x, y)`` with ``||x_adv - x|| <= eps`` and ``x_adv in [0,1]``.
+
+    Args:
+        eps: radius of the threat model, in input units ([0,1] pixels; e.g. 0.3 or 8/255 for L_inf).
+        norm: ``"inf"`` (L_inf) or ``"2"`` (L_2).
+        eval_mode: run the model in eval mode during the attack (BatchNorm/dropout frozen). With
+            ``False`` the model keeps its current mode and BatchNorm buffers are restored afterwards.
+        seed: if set, the attack's randomness comes from its own generator seeded with this value on
+            every call (repeatable evaluations); if None it uses torch's global RNG.
+    """
+
+    def __init__(self, eps: float, norm: str = "inf", eval_mode: bool = True, seed: int | None = None) -> None:
+        self.eps = check_eps(eps)
+        self.norm = canonical_norm(norm)
+        self.ball: Ball = make_ball(self.norm, self.eps)
+        self.eval_mode = bool(eval_mode)
+        self.seed = seed
+
+    # ------------------------------------------------------------------ public API
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Adversarial examples for ``(x, y)``; ``target`` gives target classes for targeted attacks."""
+        self._check_inputs(x, y)
+        with attack_mode(model, self.eval_mode):
+            x0 = x.detach().to(torch.float32).clone()
+            y0 = y.detach().clone()
+            generator = self._generator(x0.device)
+            if target is not None:
+                target = target.detach().clone()
+            x_adv = self.perturb(model, x0, y0, generator=generator, target=target)
+            x_adv = self.clip(x0, x_adv.detach())
+        return x_adv.to(x.dtype)
+
+    @abstractmethod
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator | None = None,
+        target: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The search itself: return candidate adversarial inputs (fp32, same shape as ``x``).
+
+        Called with grads enabled and the model in the right mode; the result is clipped afterwards."""
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def clip(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """Project ``x_adv`` onto {x + delta : ||delta|| <= eps} and then onto [0, 1]."""
+        delta = self.ball.project(x_adv - x)
+        return (x + delta).clamp(0.0, 1.0)
+
+    @staticmethod
+    def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Model logits in fp32, feeding the input in the model's own floating dtype."""
+        param = next((p for p in model.parameters() if p.is_floating_point()), None)
+        inp = x if param is None or param.dtype == x.dtype else x.to(param.dtype)
+        out = model(inp)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(f"attacks need a model that returns logits of shape (N, classes); got {shape}")
+        return out.float()
+
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        return torch.Generator(device=device).manual_seed(int(self.seed))
+
+    def _check_inputs(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if not x.is_floating_point():
+            raise ConfigError(f"attack inputs must be floating point in [0, 1], got dtype {x.dtype}")
+        if y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise ConfigError(
+                f"attack got {x.shape[0]} inputs but labels of shape {tuple(y.shape)}: expected ({x.shape[0]},)"
+            )
+        if x.numel() and (x.min() < -_BOX_TOL or x.max() > 1 + _BOX_TOL):
+            raise ConfigError(
+                f"attack inputs must lie in [0, 1] (got min {x.min().item():.3g}, max {x.max().item():.3g}): "
+                "normalisation belongs inside the model (see lit_robust.nets.Normalize)"
+            )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "ball")
+        return f"{type(self).__name__}({fields})"

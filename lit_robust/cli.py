@@ -1,0 +1,62 @@
+"""``python -m lit_robust {fit,validate,test} --config configs/X.yaml``: a LightningCLI for robust training.
+
+Differences from a plain ``LightningCLI``:
+
+- model and data are chosen by class (subclass mode): ``--model PGDAT --data MNIST`` or ``class_path``
+  in the YAML; every method in :mod:`lit_robust.methods` and datamodule in :mod:`lit_robust.data` is
+  listed by ``--help``;
+- configs are parsed with omegaconf, so ``${model.init_args.eps}`` interpolation works;
+- ``trainer.inference_mode`` defaults to False: Lightning's inference mode would silently disable the
+  gradient attacks of validation and test;
+- the logger defaults to CSV under ``logs/`` (no account needed); W&B is one config line away;
+- re-running into the same log directory overwrites its saved ``config.yaml``;
+- bad input (a :class:`~lit_robust.errors.LitRobustError`) prints one ``error:`` line and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lightning.pytorch.cli import LightningCLI
+
+import lit_robust.data  # noqa: F401  (registers the datamodules as subclasses for --help)
+import lit_robust.methods  # noqa: F401  (registers the methods)
+from lit_robust.data import RobustDataModule
+from lit_robust.errors import LitRobustError
+from lit_robust.methods import RobustClassifier
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "inference_mode": False,
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": "logs", "name": "lit_robust"},
+    },
+}
+
+
+class RobustCLI(LightningCLI):
+    """LightningCLI with lit_robust's defaults (see the module docstring)."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        parser_kwargs = kwargs.pop("parser_kwargs", {})
+        parser_kwargs.setdefault("parser_mode", "omegaconf")
+        super().__init__(
+            RobustClassifier, RobustDataModule, args=args, run=run, parser_kwargs=parser_kwargs, **kwargs
+        )
+
+
+def main(args: list[str] | None = None, run: bool = True) -> RobustCLI:
+    """Entry point of ``python -m lit_robust`` and of the ``lit_robust`` script; returns the CLI object
+    (``cli.trainer``, ``cli.model``, ``cli.datamodule``) so that scripts and tests can inspect the run."""
+    try:
+        return RobustCLI(args=args, run=run)
+    except LitRobustError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

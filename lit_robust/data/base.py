@@ -1,0 +1,355 @@
+"""Shared datamodule logic: validation split, training subset, label noise, seeded loaders, augmentation.
+
+A concrete dataset only says where its files are (``missing_files``) and how to read them (``load_split``);
+everything else lives here so that every dataset splits, subsets and corrupts labels the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+from lit_robust.errors import ConfigError, DataNotFoundError
+
+__all__ = ["RobustDataModule", "EpochSeededSampler", "apply_label_noise", "random_crop_flip"]
+
+_VISION_HINT = (
+    "set `download: true` (CLI: --data.download=true) with torchvision installed: "
+    "pip install 'lit_robust[vision]' (only next to CUDA torch; on CPU-only torch the torchvision wheel "
+    "breaks `import lightning`)"
+)
+
+
+def apply_label_noise(
+    labels: torch.Tensor, num_classes: int, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric label noise: exactly ``round(fraction * N)`` labels, at positions drawn from ``generator``,
+    are each replaced by a uniformly random *different* class (``y + U{1, ..., K-1} mod K``).
+
+    Returns ``(noisy_labels, noisy_mask)``; ``labels`` itself is not modified.
+    """
+    n = labels.numel()
+    n_noisy = round(fraction * n)
+    mask = torch.zeros(n, dtype=torch.bool)
+    noisy = labels.clone()
+    if n_noisy == 0:
+        return noisy, mask
+    positions = torch.randperm(n, generator=generator)[:n_noisy]
+    shift = torch.randint(1, num_classes, (n_noisy,), generator=generator)
+    noisy[positions] = (labels[positions] + shift) % num_classes
+    mask[positions] = True
+    return noisy, mask
+
+
+def random_crop_flip(
+    x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Per-sample random crop (after ``padding`` pixels of zero padding) and random horizontal flip.
+
+    Works on a batch (N, C, H, W) on any device, in one gather; the output has the input's shape and
+    value range (zero padding keeps [0, 1] images in [0, 1]).
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+    padded = F.pad(x, (padding, padding, padding, padding))
+    top = torch.randint(0, 2 * padding + 1, (n, 1), device=dev, generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (n, 1), device=dev, generator=generator)
+    rows = top + torch.arange(h, device=dev)  # (N, H)
+    cols = left + torch.arange(w, device=dev)  # (N, W)
+    flip = torch.rand(n, 1, device=dev, generator=generator) < 0.5
+    cols = torch.where(flip, cols.flip(1), cols)
+    batch = torch.arange(n, device=dev).view(n, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[batch, rows.unsqueeze(2), cols.unsqueeze(1)]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+class EpochSeededSampler(RandomSampler):
+    """Random permutation that depends only on ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` at the start of every training epoch, so a run resumed from a checkpoint
+    sees the same order as an uninterrupted one. Iterating without ``set_epoch`` advances the epoch, so
+    repeated iteration still gives fresh (reproducible) orders. Being a ``RandomSampler``, Lightning
+    replaces it with a shuffling ``DistributedSampler`` under DDP.
+    """
+
+    def __init__(self, data_source: TensorDataset, seed: int) -> None:
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        self.generator.manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        self.epoch += 1
+        return super().__iter__()
+
+
+def _check_int(name: str, value: Any, minimum: int | None, optional: bool = False) -> None:
+    """Raise a ConfigError naming ``data.<name>`` unless value is an int >= minimum (or None if optional)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise ConfigError(f"data.{name} must be {bound}{' or None' if optional else ''}, got {value!r}")
+
+
+class RobustDataModule(LightningDataModule, ABC):
+    """In-memory image datamodule with a held-out validation split, training subsets and label noise.
+
+    Images are float32 in [0, 1], shape (N, C, H, W); models normalise inside themselves. The full training
+    file is permuted with ``torch.Generator().manual_seed(seed)``: the first ``val_size`` indices are the
+    validation set (never trained on), the rest is the training pool, and ``train_subset`` keeps the pool's
+    first samples. Label noise touches the training portion only, so validation and test stay clean.
+
+    Attributes set by ``setup``: ``train_dataset``, ``val_dataset``, ``test_dataset`` (TensorDatasets),
+    ``train_indices``/``val_indices`` (positions in the training file), ``clean_train_targets`` and
+    ``noisy_mask`` (which training labels were corrupted).
+    """
+
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    #: name of the matching ``torchvision.datasets`` class (used only for ``download=True``)
+    torchvision_name: str
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        train_subset: int | None = None,
+        val_size: int = 1000,
+        test_subset: int | None = None,
+        label_noise: float = 0.0,
+        seed: int = 0,
+        download: bool = False,
+        augment: bool = False,
+    ) -> None:
+        """Configure the data; nothing is read until ``prepare_data``/``setup``.
+
+        Args:
+            data_dir: Root folder in torchvision's on-disk layout (e.g. ``data/MNIST/raw``,
+                ``data/cifar-10-batches-py``).
+            batch_size: Training batch size.
+            eval_batch_size: Batch size for validation and test; None means ``batch_size``.
+            num_workers: DataLoader worker processes (0 loads in the main process; data is in memory).
+            train_subset: Train on this many samples of the training pool (a seeded random subset);
+                None uses the whole pool.
+            val_size: Samples held out from the training file for validation and checkpoint selection.
+            test_subset: Keep only the first N test samples (file order); None keeps all.
+            label_noise: Fraction in [0, 1) of training labels replaced by a random different class.
+            seed: Seed of the validation split, the subset, the label noise and the training shuffle.
+            download: If files are missing, download them with torchvision (needs ``lit_robust[vision]``).
+            augment: Random crop (4-pixel zero padding) and horizontal flip of training batches,
+                applied on the device after transfer.
+        """
+        super().__init__()
+        if not isinstance(data_dir, str | Path) or not str(data_dir):
+            raise ConfigError(f"data.data_dir must be a non-empty path, got {data_dir!r}")
+        _check_int("batch_size", batch_size, 1)
+        _check_int("eval_batch_size", eval_batch_size, 1, optional=True)
+        _check_int("num_workers", num_workers, 0)
+        _check_int("train_subset", train_subset, 1, optional=True)
+        _check_int("val_size", val_size, 0)
+        _check_int("test_subset", test_subset, 1, optional=True)
+        _check_int("seed", seed, None)
+        if (
+            isinstance(label_noise, bool)
+            or not isinstance(label_noise, int | float)
+            or not math.isfinite(label_noise)
+            or not 0 <= label_noise < 1
+        ):
+            raise ConfigError(f"data.label_noise must be in [0, 1), got {label_noise!r}")
+        for name, flag in (("download", download), ("augment", augment)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"data.{name} must be true or false, got {flag!r}")
+        self.save_hyperparameters()
+        self.data_dir = str(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.train_subset = train_subset
+        self.val_size = val_size
+        self.test_subset = test_subset
+        self.label_noise = float(label_noise)
+        self.seed = seed
+        self.download = download
+        self.augment = augment
+
+        self.train_dataset: TensorDataset | None = None
+        self.val_dataset: TensorDataset | None = None
+        self.test_dataset: TensorDataset | None = None
+        self.train_indices: torch.Tensor | None = None
+        self.val_indices: torch.Tensor | None = None
+        self.clean_train_targets: torch.Tensor | None = None
+        self.noisy_mask: torch.Tensor | None = None
+
+    # ----- what a dataset provides -------------------------------------------------------------------
+    @abstractmethod
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read the whole training or test split: images uint8 (N, C, H, W) and labels int64 (N,)."""
+
+    @abstractmethod
+    def missing_files(self) -> list[Path]:
+        """Absolute paths of the raw files that are absent under ``data_dir`` (empty when all exist)."""
+
+    @abstractmethod
+    def offline_hint(self) -> str:
+        """How to put the files in place without torchvision (one sentence for the error message)."""
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Absolute folder holding the raw files (override in subclasses)."""
+        return self.root
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, index = label (used for image grids and reports)."""
+        return [str(i) for i in range(self.num_classes)]
+
+    def download_with_torchvision(self) -> None:
+        """Download both splits with ``torchvision.datasets.<torchvision_name>(root, download=True)``.
+
+        torchvision writes exactly the raw layout read here. Raises ``ImportError`` when torchvision is
+        missing or cannot be imported (e.g. the CUDA wheel on CPU-only torch).
+        """
+        try:
+            import torchvision.datasets as tv_datasets
+        except (ImportError, RuntimeError) as err:  # RuntimeError: CUDA-built torchvision on CPU torch
+            raise ImportError(f"torchvision is not usable: {err}") from err
+        dataset_cls = getattr(tv_datasets, self.torchvision_name)
+        for train in (True, False):
+            dataset_cls(str(self.root), train=train, download=True)
+
+    # ----- Lightning hooks ---------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        """``data_dir`` as an absolute path."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    def prepare_data(self) -> None:
+        """Check that the files exist, downloading them with torchvision if ``download`` is set."""
+        missing = self.missing_files()
+        note = ""
+        if missing and self.download:
+            try:
+                self.download_with_torchvision()
+            except ImportError as err:
+                note = f" download=True was ignored: {err}."
+            except Exception as err:  # network errors etc.: report them in the one clear message below
+                note = f" The torchvision download failed: {type(err).__name__}: {err}."
+            missing = self.missing_files()
+        if missing:
+            raise self._not_found(missing, note)
+
+    def _not_found(self, missing: list[Path], note: str = "") -> DataNotFoundError:
+        names = ", ".join(p.name for p in missing)
+        return DataNotFoundError(
+            f"{type(self).__name__} data not found in {self.dataset_dir} (missing: {names}).{note} "
+            f"Get it in one of two ways: (1) {self.offline_hint()}; (2) {_VISION_HINT}."
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits needed for ``stage`` once (later calls are free) and build the datasets."""
+        need_train = stage in (None, "fit", "validate") and self.train_dataset is None
+        need_test = stage in (None, "test", "predict") and self.test_dataset is None
+        if not (need_train or need_test):
+            return
+        missing = self.missing_files()
+        if missing:
+            raise self._not_found(missing)
+        if need_train:
+            self._setup_train(*self._load_checked(train=True))
+        if need_test:
+            x, y = self._load_checked(train=False)
+            if self.test_subset is not None:
+                if self.test_subset > len(y):
+                    raise ConfigError(
+                        f"data.test_subset must be <= {len(y)} (the test set size), got {self.test_subset}"
+                    )
+                x, y = x[: self.test_subset], y[: self.test_subset]
+            self.test_dataset = TensorDataset(_to_float(x), y)
+
+    def _load_checked(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.load_split(train)
+        if x.dtype != torch.uint8 or tuple(x.shape[1:]) != tuple(self.input_shape) or y.shape != x.shape[:1]:
+            raise ValueError(
+                f"{type(self).__name__}.load_split returned images {x.dtype} {tuple(x.shape)} and labels "
+                f"{tuple(y.shape)}; expected uint8 (N, {', '.join(map(str, self.input_shape))}) and (N,)"
+            )
+        return x, y.long()
+
+    def _setup_train(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        n = len(y)
+        if self.val_size >= n:
+            raise ConfigError(
+                f"data.val_size must be < {n} (the training file size, leaving some to train on), "
+                f"got {self.val_size}"
+            )
+        generator = torch.Generator().manual_seed(self.seed)
+        perm = torch.randperm(n, generator=generator)
+        val_idx, pool = perm[: self.val_size], perm[self.val_size :]
+        if self.train_subset is not None:
+            if self.train_subset > len(pool):
+                raise ConfigError(
+                    f"data.train_subset must be <= {len(pool)} (training file of {n} minus "
+                    f"data.val_size={self.val_size}), got {self.train_subset}"
+                )
+            pool = pool[: self.train_subset]
+        clean = y[pool]
+        noisy, mask = apply_label_noise(clean, self.num_classes, self.label_noise, generator)
+        self.train_indices, self.val_indices = pool, val_idx
+        self.clean_train_targets, self.noisy_mask = clean, mask
+        self.train_dataset = TensorDataset(_to_float(x[pool]), noisy)
+        self.val_dataset = TensorDataset(_to_float(x[val_idx]), y[val_idx])
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset("train")
+        return self._loader(dataset, self.batch_size, sampler=EpochSeededSampler(dataset, self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("val"), self.eval_batch_size or self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test"), self.eval_batch_size or self.batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches on the device (crop + flip), when ``augment`` is set."""
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            return random_crop_flip(x), y
+        return batch
+
+    # ----- helpers -----------------------------------------------------------------------------------
+    def _dataset(self, split: str) -> TensorDataset:
+        """``<split>_dataset``, running ``setup`` first if the loader is asked for before it."""
+        if getattr(self, f"{split}_dataset") is None:
+            self.setup("test" if split == "test" else "fit")
+        return getattr(self, f"{split}_dataset")
+
+    def _loader(self, dataset: TensorDataset, batch_size: int, sampler: Any = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]."""
+    return x.to(torch.float32).div_(255)

@@ -1,0 +1,193 @@
+"""RobustClassifier: the LightningModule every method derives from.
+
+It owns everything but the training loss: optimiser and scheduler from the config, torchmetrics for
+clean and robust accuracy on train/val/test, the evaluation attack (PGD-20 by default, stronger than any
+training attack), the checkpoint monitor on the held-out validation split, and an early check that the
+net accepts the datamodule's inputs. A method overrides one hook::
+
+    def training_loss(self, batch) -> torch.Tensor
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_robust.attacks import PGD, Attack
+from lit_robust.attacks.base import check_eps
+from lit_robust.attacks.threat import canonical_norm
+from lit_robust.errors import ConfigError
+
+STAGES = ("train", "val", "test")
+
+
+def _adam(params) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+class RobustClassifier(LightningModule):
+    """Base module: ``net`` maps [0,1] images to logits; methods define ``training_loss``.
+
+    Args:
+        net: the classifier (any ``nn.Module`` from ``lit_robust.nets`` or your own; it takes inputs in
+            [0,1] and normalises internally if needed).
+        eps: radius of the threat model (0.3 for MNIST L_inf, 8/255 for CIFAR-10 L_inf).
+        norm: threat model, ``"inf"`` or ``"2"``.
+        eval_attack: attack for validation and test robust accuracy. Default: PGD-20 on (eps, norm) with
+            step 2.5*eps/20 and a random start.
+        optimizer: optimiser factory, e.g. ``class_path: torch.optim.SGD`` with ``init_args: {lr: 0.1}``.
+            Default Adam(lr=1e-3).
+        lr_scheduler: optional learning-rate scheduler factory (e.g. ``torch.optim.lr_scheduler.MultiStepLR``).
+        scheduler_interval: when the scheduler steps: ``"epoch"`` or ``"step"``.
+    """
+
+    #: metric the checkpoint callback and plateau schedulers monitor (always on the validation split)
+    monitor: str = "val/robust_acc"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        eps: float = 0.3,
+        norm: str = "inf",
+        eval_attack: Attack | None = None,
+        optimizer: OptimizerCallable = _adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise ConfigError(f"model.net must be a torch.nn.Module, got {type(net).__name__}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ConfigError(f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.save_hyperparameters(ignore=["net", "eval_attack", "optimizer", "lr_scheduler"])
+        self.net = net
+        self.eps = check_eps(eps, "model.eps")
+        self.norm = canonical_norm(norm)
+        self.eval_attack = eval_attack if eval_attack is not None else PGD(self.eps, self.norm, steps=20)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.scheduler_interval = scheduler_interval
+        self.metrics = nn.ModuleDict()
+        self.best_robust = MaxMetric()
+
+    def _acc(self, key: str, num_classes: int) -> MulticlassAccuracy:
+        """The accuracy metric ``{stage}_{clean|robust}``, created on first use (needs num_classes)."""
+        if key not in self.metrics:
+            self.metrics[key] = MulticlassAccuracy(num_classes=num_classes, average="micro").to(self.device)
+        return self.metrics[key]
+
+    # ------------------------------------------------------------------ model
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The method's loss on one training batch. Override this (and only this) in a method."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_loss(batch)")
+
+    def log_accuracy(self, stage: str, kind: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Update and log ``{stage}/{kind}_acc`` (kind: clean or robust) from logits."""
+        key = f"{stage}_{kind}"
+        metric = self._acc(key, logits.shape[1])
+        metric(logits.detach(), y)
+        self.log(
+            f"{stage}/{kind}_acc",
+            metric,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=stage != "train",
+            metric_attribute=f"metrics.{key}",
+        )
+
+    # ------------------------------------------------------------------ loops
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self.training_loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _evaluation_step(self, batch, stage: str) -> None:
+        x, y = batch
+        with torch.no_grad():
+            logits = self(x)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
+        self.log_accuracy(stage, "clean", logits, y)
+        x_adv = self.eval_attack(self.net, x, y)
+        with torch.no_grad():
+            adv_logits = self(x_adv)
+        self.log(f"{stage}/robust_loss", F.cross_entropy(adv_logits, y), on_epoch=True, sync_dist=True)
+        self.log_accuracy(stage, "robust", adv_logits, y)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluation_step(batch, "test")
+
+    def on_train_start(self) -> None:
+        self.best_robust.reset()  # drop what the sanity check may have seen
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or "val_robust" not in self.metrics:
+            return
+        self.best_robust(self.metrics["val_robust"].compute())
+        self.log("val/robust_acc_best", self.best_robust.compute(), sync_dist=True)
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        """Fail early, naming the fields, if the net cannot take the datamodule's inputs."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        shape, classes = getattr(dm, "input_shape", None), getattr(dm, "num_classes", None)
+        if shape is None:
+            return
+        where = f"data {type(dm).__name__} gives inputs of shape {tuple(shape)}"
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                out = self.net(torch.zeros(2, *shape, device=self.device))
+        except ConfigError as err:
+            raise ConfigError(f"model.net ({type(self.net).__name__}) does not fit the data: {where}; {err}") from None
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise ConfigError(
+                f"model.net ({type(self.net).__name__}) cannot take the data's inputs: {where}; torch says: {first}"
+            ) from None
+        finally:
+            self.net.train(was_training)
+        if classes is not None and tuple(out.shape) != (2, classes):
+            raise ConfigError(
+                f"model.net ({type(self.net).__name__}) returns outputs of shape {tuple(out.shape[1:])} per "
+                f"sample but data {type(dm).__name__} has {classes} classes: set the net's num_classes"
+            )
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": self.monitor},
+        }
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Checkpoint on ``self.monitor`` (validation split), keeping the best and the last epoch.
+
+        A ``ModelCheckpoint`` with its own ``monitor`` in the trainer's callbacks is left alone."""
+        existing = self.trainer.checkpoint_callbacks
+        if not existing or any(cb.monitor is not None for cb in existing):
+            return []
+        return [
+            ModelCheckpoint(
+                monitor=self.monitor,
+                mode="max",
+                save_last=True,
+                filename="best-epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+            )
+        ]

@@ -1,0 +1,102 @@
+"""Shared test fixtures: the real offline MNIST data and tiny CIFAR-format datasets."""
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import pickle  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> str:
+    """Absolute path of ``<repo>/data`` holding real MNIST and Fashion-MNIST; fails if they are missing."""
+    root = REPO_ROOT / "data"
+    missing = [
+        f"{name}/raw/{f}"
+        for name in ("MNIST", "FashionMNIST")
+        for f in _IDX_FILES
+        if not (root / name / "raw" / f).is_file()
+    ]
+    if missing:
+        pytest.fail(
+            f"real MNIST/Fashion-MNIST missing under {root} ({', '.join(missing)}): "
+            f"run scripts/fetch_offline_data.sh {root}",
+            pytrace=False,
+        )
+    return str(root)
+
+
+def _dump(path: Path, obj: dict) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)  # the official files are protocol-2 pickles
+
+
+def _images(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def cifar10_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Tiny CIFAR-10 in the official layout: 5 batches x 40 train images, 40 test images.
+
+    Returns ``root`` (the data_dir), ``train_x``/``test_x`` uint8 (N, 3, 32, 32), ``train_y``/``test_y``
+    int64 and ``classes``.
+    """
+    rng = np.random.default_rng(10)
+    root = tmp_path_factory.mktemp("cifar10", numbered=False)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    train_x, test_x = _images(rng, 200), _images(rng, 40)
+    train_y, test_y = rng.integers(0, 10, 200), rng.integers(0, 10, 40)
+    for i in range(5):
+        sl = slice(40 * i, 40 * (i + 1))
+        batch = {"data": train_x[sl].reshape(40, 3072), "labels": [int(v) for v in train_y[sl]]}
+        _dump(folder / f"data_batch_{i + 1}", {"batch_label": f"training batch {i + 1} of 5", **batch})
+    _dump(folder / "test_batch", {"data": test_x.reshape(40, 3072), "labels": [int(v) for v in test_y]})
+    _dump(folder / "batches.meta", {"label_names": classes, "num_cases_per_batch": 40, "num_vis": 3072})
+    return SimpleNamespace(
+        root=str(root), train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes
+    )
+
+
+@pytest.fixture(scope="session")
+def cifar100_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Tiny CIFAR-100 in the official layout (``train``, ``test``, ``meta``; fine and coarse labels):
+    300 train and 50 test images, same return fields as ``cifar10_data`` (labels are the fine ones)."""
+    rng = np.random.default_rng(100)
+    root = tmp_path_factory.mktemp("cifar100", numbered=False)
+    folder = root / "cifar-100-python"
+    folder.mkdir()
+    classes = [f"fine_{i:02d}" for i in range(100)]
+    train_x, test_x = _images(rng, 300), _images(rng, 50)
+    train_y, test_y = rng.integers(0, 100, 300), rng.integers(0, 100, 50)
+    for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        _dump(
+            folder / name,
+            {
+                "data": x.reshape(len(x), 3072),
+                "fine_labels": [int(v) for v in y],
+                "coarse_labels": [int(v) // 5 for v in y],
+            },
+        )
+    _dump(
+        folder / "meta",
+        {"fine_label_names": classes, "coarse_label_names": [f"coarse_{i}" for i in range(20)]},
+    )
+    return SimpleNamespace(
+        root=str(root), train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes
+    )
