@@ -20,6 +20,7 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
 
+import lit_robust.callbacks  # noqa: F401  (registers the callbacks for short names)
 import lit_robust.data  # noqa: F401  (registers the datamodules as subclasses for --help)
 import lit_robust.methods  # noqa: F401  (registers the methods)
 from lit_robust.data import RobustDataModule
@@ -57,6 +58,22 @@ def main(args: list[str] | None = None, run: bool = True) -> RobustCLI:
     (``cli.trainer``, ``cli.model``, ``cli.datamodule``) so that scripts and tests can inspect the run."""
     try:
         return RobustCLI(args=args, run=run)
-    except LitRobustError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        user_error = _user_error(err)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _user_error(err: BaseException) -> LitRobustError | None:
+    """The :class:`LitRobustError` behind ``err``, if any (jsonargparse wraps errors raised while it
+    instantiates classes in its own ``ValueError``)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, LitRobustError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

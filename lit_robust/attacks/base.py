@@ -78,11 +78,20 @@ class Attack(ABC):
     """
 
     def __init__(self, eps: float, norm: str = "inf", eval_mode: bool = True, seed: int | None = None) -> None:
-        self.eps = check_eps(eps)
         self.norm = canonical_norm(norm)
-        self.ball: Ball = make_ball(self.norm, self.eps)
+        self.eps = eps
         self.eval_mode = bool(eval_mode)
         self.seed = seed
+
+    @property
+    def eps(self) -> float:
+        """Radius of the threat model; settable (e.g. by an eps warm-up schedule)."""
+        return self._eps
+
+    @eps.setter
+    def eps(self, value: float) -> None:
+        self._eps = check_eps(value)
+        self.ball: Ball = make_ball(self.norm, self._eps)
 
     # ------------------------------------------------------------------ public API
     def __call__(
@@ -149,5 +158,6 @@ class Attack(ABC):
             )
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "ball")
+        state = {("eps" if k == "_eps" else k): v for k, v in vars(self).items() if k != "ball"}
+        fields = ", ".join(f"{k}={v!r}" for k, v in state.items())
         return f"{type(self).__name__}({fields})"
