@@ -52,8 +52,15 @@ def hand_written_epoch(net: torch.nn.Module, loader: DataLoader) -> float:
 def lightning_epoch(net: torch.nn.Module, loader: DataLoader) -> float:
     model = PGDAT(net=net, eps=0.3, train_attack=attack())
     trainer = Trainer(
-        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, inference_mode=False,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        inference_mode=False,
     )
     start = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader)
@@ -77,14 +84,20 @@ def main() -> None:
         lit.append(lightning_epoch(make_net(args.net), loader))
     result = {
         "benchmark": f"PGD-10 AT epoch, {args.net}, {args.n} MNIST images, batch 128",
-        "hand_written_s": min(hand), "lit_robust_s": min(lit), "overhead": min(lit) / min(hand) - 1,
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
+        "hand_written_s": min(hand),
+        "lit_robust_s": min(lit),
+        "overhead": min(lit) / min(hand) - 1,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
     }
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"pgd_at_{args.net}.json").write_text(json.dumps(result, indent=2))
-    print(f"{result['benchmark']}: hand-written {result['hand_written_s']:.2f} s, lit_robust "
-          f"{result['lit_robust_s']:.2f} s, overhead {100 * result['overhead']:+.1f}% (best of {args.repeats})")
+    print(
+        f"{result['benchmark']}: hand-written {result['hand_written_s']:.2f} s, lit_robust "
+        f"{result['lit_robust_s']:.2f} s, overhead {100 * result['overhead']:+.1f}% (best of {args.repeats})"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,12 @@ def main_demo() -> None:
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--fast", action="store_true", help="5000 training images (a smoke test, ~1 min)")
     args = parser.parse_args()
-    common = [f"--data.init_args.data_dir={args.data_dir}", "--data.init_args.val_size=2000",
-              "--data.init_args.eval_batch_size=500", "--trainer.enable_progress_bar=false"]
+    common = [
+        f"--data.init_args.data_dir={args.data_dir}",
+        "--data.init_args.val_size=2000",
+        "--data.init_args.eval_batch_size=500",
+        "--trainer.enable_progress_bar=false",
+    ]
     if args.fast:
         common += ["--data.init_args.train_subset=5000", "--data.init_args.test_subset=1000"]
     results = {
@@ -48,9 +52,11 @@ def main_demo() -> None:
         "PGD-AT": run("PGD-AT", "configs/mnist_pgd_at_demo.yaml", common),
     }
     n = "1000" if args.fast else "10000"
-    print(f"\nMNIST test set ({n} images), L_inf eps = 0.3, PGD-20 (step 0.0375, random start), "
-          "checkpoints selected on the validation split:")
-    print(f"| method | clean acc | PGD-20 robust acc | fit+test minutes |\n|---|---|---|---|")
+    print(
+        f"\nMNIST test set ({n} images), L_inf eps = 0.3, PGD-20 (step 0.0375, random start), "
+        "checkpoints selected on the validation split:"
+    )
+    print("| method | clean acc | PGD-20 robust acc | fit+test minutes |\n|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {100 * r['clean']:.2f}% | {100 * r['robust']:.2f}% | {r['minutes']:.1f} |")
     gap = 100 * (results["PGD-AT"]["robust"] - results["ERM"]["robust"])

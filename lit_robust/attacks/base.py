@@ -70,34 +70,62 @@ class Attack(ABC):
 
     Args:
         eps: radius of the threat model, in input units ([0,1] pixels; e.g. 0.3 or 8/255 for L_inf).
-        norm: ``"inf"`` (L_inf) or ``"2"`` (L_2).
+            None: taken from the method the attack belongs to (``model.eps``).
+        norm: ``"inf"`` (L_inf) or ``"2"`` (L_2). None: the method's ``model.norm`` (L_inf standalone).
         eval_mode: run the model in eval mode during the attack (BatchNorm/dropout frozen). With
             ``False`` the model keeps its current mode and BatchNorm buffers are restored afterwards.
         seed: if set, the attack's randomness comes from its own generator seeded with this value on
             every call (repeatable evaluations); if None it uses torch's global RNG.
     """
 
-    def __init__(self, eps: float, norm: str = "inf", eval_mode: bool = True, seed: int | None = None) -> None:
-        self.norm = canonical_norm(norm)
-        self.eps = eps
+    def __init__(
+        self,
+        eps: float | None = None,
+        norm: str | None = None,
+        eval_mode: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        self._norm = None if norm is None else canonical_norm(norm)
+        self._eps: float | None = None
+        self.ball: Ball | None = None
+        if eps is not None:
+            self.eps = eps
         self.eval_mode = bool(eval_mode)
         self.seed = seed
 
     @property
-    def eps(self) -> float:
+    def norm(self) -> str:
+        """``"inf"`` or ``"2"`` (``"inf"`` while unset and unbound)."""
+        return self._norm or "inf"
+
+    @property
+    def eps(self) -> float | None:
         """Radius of the threat model; settable (e.g. by an eps warm-up schedule)."""
         return self._eps
 
     @eps.setter
     def eps(self, value: float) -> None:
         self._eps = check_eps(value)
-        self.ball: Ball = make_ball(self.norm, self._eps)
+        self.ball = make_ball(self.norm, self._eps)
+
+    def bind(self, eps: float, norm: str) -> Attack:
+        """Fill in the threat model where the attack leaves it open (``eps``/``norm`` None): methods bind
+        their attacks to ``model.eps``/``model.norm``, so the threat model is configured once."""
+        if self._norm is None:
+            self._norm = canonical_norm(norm)
+        self.eps = eps if self._eps is None else self._eps
+        return self
 
     # ------------------------------------------------------------------ public API
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Adversarial examples for ``(x, y)``; ``target`` gives target classes for targeted attacks."""
+        if self._eps is None:
+            raise ConfigError(
+                f"{type(self).__name__} has no eps: pass eps=..., or give the attack to a method, which sets "
+                "it from model.eps"
+            )
         self._check_inputs(x, y)
         with attack_mode(model, self.eval_mode):
             x0 = x.detach().to(torch.float32).clone()
@@ -149,7 +177,8 @@ class Attack(ABC):
             raise ConfigError(f"attack inputs must be floating point in [0, 1], got dtype {x.dtype}")
         if y.dim() != 1 or x.shape[0] != y.shape[0]:
             raise ConfigError(
-                f"attack got {x.shape[0]} inputs but labels of shape {tuple(y.shape)}: expected ({x.shape[0]},)"
+                f"attack got {x.shape[0]} inputs but labels of shape {tuple(y.shape)}: "
+                f"expected ({x.shape[0]},)"
             )
         if x.numel() and (x.min() < -_BOX_TOL or x.max() > 1 + _BOX_TOL):
             raise ConfigError(
@@ -158,6 +187,6 @@ class Attack(ABC):
             )
 
     def __repr__(self) -> str:
-        state = {("eps" if k == "_eps" else k): v for k, v in vars(self).items() if k != "ball"}
+        state = {k.lstrip("_"): v for k, v in vars(self).items() if k != "ball"}
         fields = ", ".join(f"{k}={v!r}" for k, v in state.items())
         return f"{type(self).__name__}({fields})"

@@ -14,8 +14,8 @@ class FGSM(PGD):
     """One-step attack.
 
     Args:
-        eps: radius of the threat model.
-        norm: ``"inf"`` (the classic FGSM) or ``"2"`` (fast gradient method).
+        eps: radius of the threat model (None: the method's ``model.eps``).
+        norm: ``"inf"`` (the classic FGSM) or ``"2"`` (fast gradient method); None: ``model.norm``.
         random_start: FGSM-RS of Wong et al. (uniform start in the ball).
         alpha: step size; default ``eps``, or ``1.25 * eps`` with a random start.
         targeted: step towards a target class.
@@ -26,8 +26,8 @@ class FGSM(PGD):
 
     def __init__(
         self,
-        eps: float = 0.3,
-        norm: str = "inf",
+        eps: float | None = None,
+        norm: str | None = None,
         random_start: bool = False,
         alpha: float | None = None,
         targeted: bool = False,
@@ -35,9 +35,23 @@ class FGSM(PGD):
         eval_mode: bool = True,
         seed: int | None = None,
     ) -> None:
-        if alpha is None and isinstance(eps, (int, float)):
-            alpha = 1.25 * eps if random_start else eps
         super().__init__(
-            eps=eps, norm=norm, steps=1, alpha=alpha, random_start=random_start, restarts=1,
-            targeted=targeted, loss=loss, keep_best=False, eval_mode=eval_mode, seed=seed,
+            eps=eps,
+            norm=norm,
+            steps=1,
+            alpha=alpha,
+            random_start=random_start,
+            restarts=1,
+            targeted=targeted,
+            loss=loss,
+            keep_best=False,
+            eval_mode=eval_mode,
+            seed=seed,
         )
+
+    @property
+    def step_size(self) -> float:
+        """``alpha``, or ``eps`` (``1.25 * eps`` with a random start)."""
+        if self.alpha is not None:
+            return self.alpha
+        return 1.25 * self.eps if self.random_start else self.eps

@@ -25,10 +25,10 @@ class PGD(Attack):
     """PGD with random start, restarts and targeted mode.
 
     Args:
-        eps: radius of the threat model.
-        norm: ``"inf"`` or ``"2"``.
+        eps: radius of the threat model (None: the method's ``model.eps``).
+        norm: ``"inf"`` or ``"2"`` (None: the method's ``model.norm``).
         steps: number of gradient steps (>= 1).
-        alpha: step size; default ``2.5 * eps / steps`` (Madry et al.).
+        alpha: step size; default ``2.5 * eps / steps`` (Madry et al.), following eps.
         random_start: start from a uniform sample of the eps-ball instead of x.
         restarts: independent runs; the worst case per sample is returned.
         targeted: move towards a target class instead of away from the label. Targets are passed as
@@ -42,8 +42,8 @@ class PGD(Attack):
 
     def __init__(
         self,
-        eps: float = 0.3,
-        norm: str = "inf",
+        eps: float | None = None,
+        norm: str | None = None,
         steps: int = 10,
         alpha: float | None = None,
         random_start: bool = True,
@@ -57,7 +57,7 @@ class PGD(Attack):
     ) -> None:
         super().__init__(eps=eps, norm=norm, eval_mode=eval_mode, seed=seed)
         self.steps = check_int(steps, "steps")
-        self.alpha = check_eps(2.5 * self.eps / self.steps if alpha is None else alpha, "alpha")
+        self.alpha = None if alpha is None else check_eps(alpha, "alpha")
         self.random_start = bool(random_start)
         self.restarts = check_int(restarts, "restarts")
         self.targeted = bool(targeted)
@@ -68,6 +68,11 @@ class PGD(Attack):
             raise ConfigError(f"loss must be one of {sorted(ATTACK_LOSSES)}, got {loss!r}")
         self.loss = loss
         self.keep_best = bool(keep_best)
+
+    @property
+    def step_size(self) -> float:
+        """``alpha``, or ``2.5 * eps / steps`` when alpha is not given."""
+        return 2.5 * self.eps / self.steps if self.alpha is None else self.alpha
 
     # ------------------------------------------------------------------ objective
     def objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -115,7 +120,7 @@ class PGD(Attack):
             (grad,) = torch.autograd.grad(obj.sum(), delta)
             if best is not None and self.keep_best:
                 best.update(x + delta.detach(), self.success(logits, y, target), obj.detach())
-            delta = delta.detach() + self.alpha * self.ball.ascent_direction(grad)
+            delta = delta.detach() + self.step_size * self.ball.ascent_direction(grad)
             delta = self.clip(x, x + delta) - x
         x_adv = x + delta
         if best is not None:

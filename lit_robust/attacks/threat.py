@@ -91,7 +91,9 @@ class L2Ball(Ball):
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         z = z / _per_sample_norm(z, 2.0).clamp_min(1e-12)
         d = x[0].numel()
-        u = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype)
+        u = torch.rand(
+            (x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype
+        )
         return z * self.eps * u.pow(1.0 / d)
 
     def ascent_direction(self, grad: torch.Tensor) -> torch.Tensor:

@@ -33,14 +33,18 @@ class EpsWarmup(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         attack = getattr(pl_module, "train_attack", None)
         if attack is None:
-            raise ConfigError(f"EpsWarmup needs a method with a train_attack; {type(pl_module).__name__} has none")
+            raise ConfigError(
+                f"EpsWarmup needs a method with a train_attack; {type(pl_module).__name__} has none"
+            )
         if self.target_eps is None:
             self.target_eps = attack.eps
 
     def eps_at(self, step: int) -> float:
         return self.target_eps * min(1.0, (step + 1) / self.warmup_steps)
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         pl_module.train_attack.eps = self.eps_at(trainer.global_step)
         pl_module.log("train/eps", pl_module.train_attack.eps, on_step=True, on_epoch=False)
 

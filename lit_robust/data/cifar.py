@@ -8,6 +8,7 @@ so subsets written in the same format load too.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,51 +30,17 @@ class CIFARDataModule(RobustDataModule):
     names_key: str
     tarball_url: str
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        train_subset: int | None = None,
-        val_size: int = 1000,
-        test_subset: int | None = None,
-        label_noise: float = 0.0,
-        seed: int = 0,
-        download: bool = False,
-        augment: bool = True,
-    ) -> None:
-        """Configure the data; nothing is read until ``prepare_data``/``setup``.
+    def __init__(self, augment: bool = True, **kwargs: Any) -> None:
+        """Same arguments as :class:`RobustDataModule`; only ``augment`` defaults to True here.
 
         Args:
-            data_dir: Root folder holding the extracted official folder (``cifar-10-batches-py`` or
-                ``cifar-100-python``).
-            batch_size: Training batch size.
-            eval_batch_size: Batch size for validation and test; None means ``batch_size``.
-            num_workers: DataLoader worker processes (0 loads in the main process; data is in memory).
-            train_subset: Train on this many samples of the training pool (a seeded random subset);
-                None uses the whole pool.
-            val_size: Samples held out from the training set for validation and checkpoint selection.
-            test_subset: Keep only the first N test samples (file order); None keeps all.
-            label_noise: Fraction in [0, 1) of training labels replaced by a random different class.
-            seed: Seed of the validation split, the subset, the label noise and the training shuffle.
-            download: If files are missing, download them with torchvision (needs ``lit_robust[vision]``).
             augment: Random crop (4-pixel zero padding) and horizontal flip of training batches,
                 applied on the device after transfer.
+            **kwargs: data_dir (the folder holding ``cifar-10-batches-py`` or ``cifar-100-python``),
+                batch_size, eval_batch_size, num_workers, train_subset, val_size, test_subset,
+                label_noise, seed, download: see :class:`RobustDataModule`.
         """
-        super().__init__(
-            data_dir=data_dir,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            train_subset=train_subset,
-            val_size=val_size,
-            test_subset=test_subset,
-            label_noise=label_noise,
-            seed=seed,
-            download=download,
-            augment=augment,
-        )
+        super().__init__(augment=augment, **kwargs)
 
     @property
     def dataset_dir(self) -> Path:

@@ -39,11 +39,12 @@ class RobustClassifier(LightningModule):
             [0,1] and normalises internally if needed).
         eps: radius of the threat model (0.3 for MNIST L_inf, 8/255 for CIFAR-10 L_inf).
         norm: threat model, ``"inf"`` or ``"2"``.
-        eval_attack: attack for validation and test robust accuracy. Default: PGD-20 on (eps, norm) with
-            step 2.5*eps/20 and a random start.
+        eval_attack: attack for validation and test robust accuracy. Default: PGD-20 with step
+            2.5*eps/20 and a random start. Attacks that leave ``eps``/``norm`` unset use the module's.
         optimizer: optimiser factory, e.g. ``class_path: torch.optim.SGD`` with ``init_args: {lr: 0.1}``.
             Default Adam(lr=1e-3).
-        lr_scheduler: optional learning-rate scheduler factory (e.g. ``torch.optim.lr_scheduler.MultiStepLR``).
+        lr_scheduler: optional learning-rate scheduler factory, e.g.
+            ``torch.optim.lr_scheduler.MultiStepLR``.
         scheduler_interval: when the scheduler steps: ``"epoch"`` or ``"step"``.
     """
 
@@ -64,12 +65,14 @@ class RobustClassifier(LightningModule):
         if not isinstance(net, nn.Module):
             raise ConfigError(f"model.net must be a torch.nn.Module, got {type(net).__name__}")
         if scheduler_interval not in ("epoch", "step"):
-            raise ConfigError(f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+            raise ConfigError(
+                f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+            )
         self.save_hyperparameters(ignore=["net", "eval_attack", "optimizer", "lr_scheduler"])
         self.net = net
         self.eps = check_eps(eps, "model.eps")
         self.norm = canonical_norm(norm)
-        self.eval_attack = eval_attack if eval_attack is not None else PGD(self.eps, self.norm, steps=20)
+        self.eval_attack = self.bind_attack(eval_attack if eval_attack is not None else PGD(steps=20))
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.scheduler_interval = scheduler_interval
@@ -81,6 +84,14 @@ class RobustClassifier(LightningModule):
         if key not in self.metrics:
             self.metrics[key] = MulticlassAccuracy(num_classes=num_classes, average="micro").to(self.device)
         return self.metrics[key]
+
+    def bind_attack(self, attack: Attack) -> Attack:
+        """Give an attack whose ``eps``/``norm`` are left open this module's threat model."""
+        if not isinstance(attack, Attack):
+            raise ConfigError(
+                f"attacks must be lit_robust.attacks.Attack instances, got {type(attack).__name__}"
+            )
+        return attack.bind(self.eps, self.norm)
 
     # ------------------------------------------------------------------ model
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,11 +162,14 @@ class RobustClassifier(LightningModule):
             with torch.no_grad():
                 out = self.net(torch.zeros(2, *shape, device=self.device))
         except ConfigError as err:
-            raise ConfigError(f"model.net ({type(self.net).__name__}) does not fit the data: {where}; {err}") from None
+            raise ConfigError(
+                f"model.net ({type(self.net).__name__}) does not fit the data: {where}; {err}"
+            ) from None
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0]
             raise ConfigError(
-                f"model.net ({type(self.net).__name__}) cannot take the data's inputs: {where}; torch says: {first}"
+                f"model.net ({type(self.net).__name__}) cannot take the data's inputs: {where}; "
+                f"torch says: {first}"
             ) from None
         finally:
             self.net.train(was_training)
@@ -172,7 +186,11 @@ class RobustClassifier(LightningModule):
         scheduler = self.lr_scheduler_factory(optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": self.monitor},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.scheduler_interval,
+                "monitor": self.monitor,
+            },
         }
 
     def configure_callbacks(self) -> list[Callback]:

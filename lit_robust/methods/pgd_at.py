@@ -20,8 +20,8 @@ class PGDAT(RobustClassifier):
     """Madry's PGD-AT.
 
     Args:
-        train_attack: attack that generates training examples. Default: PGD-10 on the module's
-            (eps, norm) with step eps/4, uniform random start, last iterate (Madry's rule; 40 steps of
+        train_attack: attack that generates training examples (its eps/norm default to the module's).
+            Default: PGD-10 with step eps/4, uniform random start, last iterate (Madry's rule; 40 steps of
             0.01 for MNIST eps 0.3, 10 steps of 2/255 for CIFAR-10 eps 8/255 are set in the configs).
         **kwargs: see :class:`~lit_robust.methods.base.RobustClassifier` (net, eps, norm, eval_attack,
             optimizer, lr_scheduler, scheduler_interval).
@@ -29,7 +29,8 @@ class PGDAT(RobustClassifier):
 
     def __init__(self, train_attack: Attack | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.train_attack = train_attack or PGD(self.eps, self.norm, steps=10, alpha=self.eps / 4, keep_best=False)
+        default = PGD(steps=10, alpha=self.eps / 4, keep_best=False)
+        self.train_attack = self.bind_attack(train_attack if train_attack is not None else default)
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch

@@ -18,7 +18,8 @@ DEMO = str(REPO / "configs" / "mnist_pgd_at_demo.yaml")
 def tiny(mnist_root: str, save_dir: Path, *extra: str) -> list[str]:
     """Overrides that shrink the demo config to seconds: 2000 training images, 1 epoch, PGD-3/PGD-5."""
     return [
-        "--config", DEMO,
+        "--config",
+        DEMO,
         f"--data.init_args.data_dir={mnist_root}",
         "--data.init_args.train_subset=2000",
         "--data.init_args.val_size=300",
@@ -57,7 +58,13 @@ def test_fit_writes_checkpoints_and_validation_metrics(fitted):
     assert cli.trainer.checkpoint_callback.monitor == "val/robust_acc"
     rows = read_metrics(log_dir)
     header = rows[0].keys()
-    for key in ("val/clean_acc", "val/robust_acc", "val/robust_acc_best", "train/loss_epoch", "train/robust_acc_epoch"):
+    for key in (
+        "val/clean_acc",
+        "val/robust_acc",
+        "val/robust_acc_best",
+        "train/loss_epoch",
+        "train/robust_acc_epoch",
+    ):
         assert key in header
     val = [float(r["val/robust_acc"]) for r in rows if r["val/robust_acc"]]
     clean = [float(r["val/clean_acc"]) for r in rows if r["val/clean_acc"]]
@@ -72,7 +79,9 @@ def test_test_subcommand_on_the_checkpoint(fitted, mnist_root):
     metrics = test_cli.trainer.callback_metrics
     assert {"test/clean_acc", "test/robust_acc"} <= metrics.keys()
     assert 0.0 <= float(metrics["test/robust_acc"]) <= float(metrics["test/clean_acc"]) <= 1.0
-    assert float(metrics["test/clean_acc"]) > 0.5  # PGD-AT at eps 0.3 for one short epoch still learns something
+    assert (
+        float(metrics["test/clean_acc"]) > 0.5
+    )  # PGD-AT at eps 0.3 for one short epoch still learns something
 
 
 def test_validate_works_even_with_inference_mode(fitted, mnist_root, tmp_path):
@@ -86,28 +95,44 @@ def test_validate_works_even_with_inference_mode(fitted, mnist_root, tmp_path):
     assert float(inference["val/robust_acc"]) == pytest.approx(float(plain["val/robust_acc"]), abs=0.02)
 
 
-def test_interpolated_attack_eps_follows_model_eps(mnist_root, tmp_path):
-    cli = main(["fit", *tiny(mnist_root, tmp_path, "--model.init_args.eps=0.1"), "--print_config"], run=False) if False else None
-    cli = main(["fit", "--config", DEMO, "--model.init_args.eps=0.1", f"--data.init_args.data_dir={mnist_root}"], run=False)
-    assert cli.model.eps == 0.1 and cli.model.train_attack.eps == 0.1
+def test_model_eps_override_reaches_every_attack(mnist_root, tmp_path):
+    # run=False: LightningCLI instantiates without a subcommand
+    cli = main(
+        ["--config", DEMO, "--model.init_args.eps=0.1", f"--data.init_args.data_dir={mnist_root}"], run=False
+    )
+    assert cli.model.eps == 0.1 and cli.model.train_attack.eps == 0.1  # the YAML's attack leaves eps open
+    assert cli.model.train_attack.step_size == 0.04  # an explicit step stays
     assert cli.model.eval_attack.eps == 0.1  # default PGD-20 built from the module's eps
     assert cli.model.eval_attack.steps == 20
-    assert cli.trainer.inference_mode is False if hasattr(cli.trainer, "inference_mode") else True
+    assert cli.config["trainer"]["inference_mode"] is False
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_config_instantiates(config, mnist_root):
-    cli = main(["fit", "--config", str(REPO / "configs" / config), f"--data.init_args.data_dir={mnist_root}"], run=False)
-    assert cli.model.eps > 0 and cli.model.eval_attack is not None
-    assert not cli.trainer.predicting
+    cli = main(
+        ["--config", str(REPO / "configs" / config), f"--data.init_args.data_dir={mnist_root}"], run=False
+    )
+    assert cli.model.eps > 0 and cli.model.eval_attack.eps == cli.model.eps
+    if hasattr(cli.model, "train_attack"):
+        assert cli.model.train_attack.eps == cli.model.eps
+    assert cli.config["trainer"]["inference_mode"] is False
 
 
 def test_help_lists_methods_and_datamodules():
     out = subprocess.run(
-        [sys.executable, "-m", "lit_robust", "fit", "--help"], capture_output=True, text=True, check=True, cwd=REPO
+        [sys.executable, "-m", "lit_robust", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
     ).stdout
-    for name in ("lit_robust.methods.ERM", "lit_robust.methods.PGDAT", "lit_robust.data.MNIST",
-                 "lit_robust.data.FashionMNIST", "lit_robust.data.CIFAR10"):
+    for name in (
+        "lit_robust.methods.ERM",
+        "lit_robust.methods.PGDAT",
+        "lit_robust.data.MNIST",
+        "lit_robust.data.FashionMNIST",
+        "lit_robust.data.CIFAR10",
+    ):
         assert name in out, name
     assert "inference_mode" in out
 
@@ -117,12 +142,18 @@ def test_wandb_logger_offline(mnist_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = tiny(mnist_root, tmp_path)
     args = [a for a in args if not a.startswith("--trainer.logger")]
-    cli = main([
-        "fit", *args, "--data.init_args.train_subset=256", "--trainer.limit_val_batches=1",
-        "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
-        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.offline=true",
-        "--trainer.logger.init_args.project=lit_robust_tests",
-    ])
+    cli = main(
+        [
+            "fit",
+            *args,
+            "--data.init_args.train_subset=256",
+            "--trainer.limit_val_batches=1",
+            "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.logger.init_args.offline=true",
+            "--trainer.logger.init_args.project=lit_robust_tests",
+        ]
+    )
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert runs, "no offline W&B run was written"
     assert "val/robust_acc" in cli.trainer.callback_metrics
@@ -146,7 +177,9 @@ def test_unknown_config_key(mnist_root, tmp_path, capsys):
 
 
 def test_negative_eps(mnist_root, tmp_path, capsys):
-    err = run_error(["fit", *tiny(mnist_root, tmp_path, "--model.init_args.eval_attack.init_args.eps=-0.1")], capsys)
+    err = run_error(
+        ["fit", *tiny(mnist_root, tmp_path, "--model.init_args.eval_attack.init_args.eps=-0.1")], capsys
+    )
     assert "eps must be a finite number >= 0, got -0.1" in err
 
 
@@ -157,7 +190,12 @@ def test_missing_data_dir(tmp_path, capsys):
 
 
 def test_net_that_does_not_fit_the_data(cifar10_data, tmp_path, capsys):
-    args = tiny(cifar10_data.root, tmp_path, "--data=lit_robust.data.CIFAR10", f"--data.init_args.data_dir={cifar10_data.root}")
+    args = tiny(
+        cifar10_data.root,
+        tmp_path,
+        "--data=lit_robust.data.CIFAR10",
+        f"--data.init_args.data_dir={cifar10_data.root}",
+    )
     args = [a for a in args if "subset" not in a and "val_size" not in a]
     err = run_error(["fit", *args, "--data.init_args.val_size=20"], capsys)
     assert "model.net (SmallCNN)" in err and "(3, 32, 32)" in err

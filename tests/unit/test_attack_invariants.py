@@ -22,8 +22,12 @@ def make_net(kind: str, channels: int, classes: int, seed: int) -> nn.Module:
         return nn.Sequential(nn.Flatten(), nn.Linear(channels * 8 * 8, 32), nn.ReLU(), nn.Linear(32, classes))
     if kind == "bn_dropout":
         return nn.Sequential(
-            nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.3),
-            nn.Flatten(), nn.Linear(8 * 8 * 8, classes),
+            nn.Conv2d(channels, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Flatten(),
+            nn.Linear(8 * 8 * 8, classes),
         )
     return nn.Sequential(nn.Conv2d(channels, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 6, classes))
 
@@ -32,7 +36,9 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-ATTACKS = st.sampled_from(["pgd", "pgd_restarts", "pgd_targeted", "pgd_margin", "fgsm", "fgsm_rs", "pgd_train_bn"])
+ATTACKS = st.sampled_from(
+    ["pgd", "pgd_restarts", "pgd_targeted", "pgd_margin", "fgsm", "fgsm_rs", "pgd_train_bn"]
+)
 
 
 def build(name: str, eps: float, norm: str, seed: int | None) -> Attack:
@@ -64,7 +70,9 @@ def build(name: str, eps: float, norm: str, seed: int | None) -> Attack:
     seed=st.integers(0, 2**16),
     input_kind=st.sampled_from(["uniform", "binary", "constant"]),
 )
-def test_attack_invariants(kind, attack, norm, eps_frac, batch, channels, train_mode, inference, seed, input_kind):
+def test_attack_invariants(
+    kind, attack, norm, eps_frac, batch, channels, train_mode, inference, seed, input_kind
+):
     g = torch.Generator().manual_seed(seed)
     eps = eps_frac * (0.5 if norm == "inf" else 4.0)
     model = make_net(kind, channels, 5, seed)
@@ -107,7 +115,9 @@ def test_linf_attack_uses_whole_budget_on_interior_points():
     """Sign steps with enough steps saturate the L_inf ball where the box allows it."""
     model = make_net("mlp", 1, 5, 0)
     x = torch.full((3, 1, 8, 8), 0.5)
-    x_adv = PGD(0.1, "inf", steps=5, alpha=0.05, random_start=False)(model, x, torch.zeros(3, dtype=torch.long))
+    x_adv = PGD(0.1, "inf", steps=5, alpha=0.05, random_start=False)(
+        model, x, torch.zeros(3, dtype=torch.long)
+    )
     assert torch.allclose((x_adv - x).abs().amax(dim=(1, 2, 3)), torch.full((3,), 0.1), atol=1e-6)
 
 
@@ -116,7 +126,9 @@ def test_targeted_attack_reaches_given_target_on_linear_model():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     x = torch.rand(8, 1, 4, 4) * 0.2 + 0.4
     target = torch.full((8,), 2)
-    x_adv = PGD(1.0, "inf", steps=20, targeted=True)(model, x, torch.zeros(8, dtype=torch.long), target=target)
+    x_adv = PGD(1.0, "inf", steps=20, targeted=True)(
+        model, x, torch.zeros(8, dtype=torch.long), target=target
+    )
     assert (model(x_adv).argmax(1) == 2).all()
 
 
@@ -168,3 +180,20 @@ def test_seeded_attack_is_repeatable():
     x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
     atk = PGD(0.2, "2", steps=2, seed=123)
     assert torch.equal(atk(model, x, y), atk(model, x, y))
+
+
+def test_attack_without_eps_needs_binding():
+    model = make_net("mlp", 1, 5, 0)
+    x, y = torch.rand(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)
+    attack = PGD(steps=2)
+    with pytest.raises(ConfigError, match="PGD has no eps"):
+        attack(model, x, y)
+    attack.bind(0.25, "2")
+    assert (attack.eps, attack.norm, attack.step_size) == (0.25, "2", 2.5 * 0.25 / 2)
+    assert (attack(model, x, y) - x).flatten(1).norm(dim=1).max() <= 0.25 + 1e-6
+
+
+def test_bind_keeps_explicit_threat_model():
+    attack = PGD(0.1, "inf").bind(0.3, "2")
+    assert (attack.eps, attack.norm) == (0.1, "inf")
+    assert FGSM(random_start=True).bind(0.2, "inf").step_size == pytest.approx(0.25)

@@ -38,8 +38,15 @@ def bn_net() -> nn.Module:
 
 
 def trainer(**kw) -> Trainer:
-    defaults = dict(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                    enable_model_summary=False, inference_mode=False, enable_checkpointing=False)
+    defaults = dict(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+        enable_checkpointing=False,
+    )
     return Trainer(**{**defaults, **kw})
 
 
@@ -89,8 +96,11 @@ def test_validation_leaves_batchnorm_statistics_alone_and_logs_metrics():
 
 
 def test_fit_tracks_best_robust_accuracy_and_checkpoints_on_validation(tmp_path):
-    model = PGDAT(net=MLP(in_features=16, hidden=[16], num_classes=3), eps=0.1,
-                  train_attack=PGD(0.1, steps=2, keep_best=False))
+    model = PGDAT(
+        net=MLP(in_features=16, hidden=[16], num_classes=3),
+        eps=0.1,
+        train_attack=PGD(0.1, steps=2, keep_best=False),
+    )
     t = trainer(max_epochs=3, enable_checkpointing=True, default_root_dir=tmp_path, logger=True)
     t.fit(model, datamodule=TinyData())
     assert t.checkpoint_callback.monitor == "val/robust_acc"
@@ -122,11 +132,14 @@ def test_wrong_number_of_classes_fails_in_setup():
         trainer().fit(model, datamodule=TinyData())
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"eps": -1.0}, "model.eps must be a finite number >= 0"),
-    ({"norm": "l7"}, "norm must be one of"),
-    ({"scheduler_interval": "week"}, "model.scheduler_interval"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eps": -1.0}, "model.eps must be a finite number >= 0"),
+        ({"norm": "l7"}, "norm must be one of"),
+        ({"scheduler_interval": "week"}, "model.scheduler_interval"),
+    ],
+)
 def test_bad_module_arguments(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         PGDAT(net=bn_net(), **kwargs)
@@ -134,7 +147,9 @@ def test_bad_module_arguments(kwargs, message):
 
 def test_base_module_requires_a_training_loss():
     with pytest.raises(NotImplementedError, match="training_loss"):
-        RobustClassifier(net=bn_net()).training_loss((torch.rand(2, 1, 4, 4), torch.zeros(2, dtype=torch.long)))
+        RobustClassifier(net=bn_net()).training_loss(
+            (torch.rand(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
+        )
 
 
 def test_eps_warmup_ramps_training_radius_only():
@@ -146,7 +161,9 @@ def test_eps_warmup_ramps_training_radius_only():
             super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
             seen.append((pl_module.train_attack.eps, pl_module.eval_attack.eps))
 
-    trainer(max_epochs=2, callbacks=[Spy(warmup_steps=4)], limit_val_batches=0).fit(model, datamodule=TinyData())
+    trainer(max_epochs=2, callbacks=[Spy(warmup_steps=4)], limit_val_batches=0).fit(
+        model, datamodule=TinyData()
+    )
     assert [round(e, 6) for e, _ in seen] == [0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4]
     assert all(ev == 0.4 for _, ev in seen)
     assert model.train_attack.eps == 0.4
@@ -156,4 +173,6 @@ def test_eps_warmup_validates_its_argument_and_needs_a_train_attack():
     with pytest.raises(ConfigError, match="warmup_steps"):
         EpsWarmup(0)
     with pytest.raises(ConfigError, match="needs a method with a train_attack"):
-        trainer(callbacks=[EpsWarmup(2)]).fit(ERM(net=MLP(in_features=16, num_classes=3)), datamodule=TinyData())
+        trainer(callbacks=[EpsWarmup(2)]).fit(
+            ERM(net=MLP(in_features=16, num_classes=3)), datamodule=TinyData()
+        )
