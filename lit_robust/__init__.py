@@ -1,1 +1,3 @@
-"""lit_robust."""
+"""lit_robust: adversarially robust training as plug-in PyTorch Lightning modules."""
+
+__version__ = "0.1.0"
