@@ -151,10 +151,14 @@ class Attack(ABC):
         Called with grads enabled and the model in the right mode; the result is clipped afterwards."""
 
     # ------------------------------------------------------------------ helpers for subclasses
+    def project_delta(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Feasible perturbation: project ``delta`` onto the eps-ball, then clip so x + delta is in [0, 1]
+        (clipping only shrinks coordinates, so the result stays in the ball)."""
+        return (x + self.ball.project(delta)).clamp(0.0, 1.0) - x
+
     def clip(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Project ``x_adv`` onto {x + delta : ||delta|| <= eps} and then onto [0, 1]."""
-        delta = self.ball.project(x_adv - x)
-        return (x + delta).clamp(0.0, 1.0)
+        return (x + self.ball.project(x_adv - x)).clamp(0.0, 1.0)
 
     @staticmethod
     def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -180,9 +184,12 @@ class Attack(ABC):
                 f"attack got {x.shape[0]} inputs but labels of shape {tuple(y.shape)}: "
                 f"expected ({x.shape[0]},)"
             )
-        if x.numel() and (x.min() < -_BOX_TOL or x.max() > 1 + _BOX_TOL):
+        if not x.numel():
+            return
+        lo, hi = (float(v) for v in x.detach().aminmax())  # one host sync per call, none per step
+        if lo < -_BOX_TOL or hi > 1 + _BOX_TOL:
             raise ConfigError(
-                f"attack inputs must lie in [0, 1] (got min {x.min().item():.3g}, max {x.max().item():.3g}): "
+                f"attack inputs must lie in [0, 1] (got min {lo:.3g}, max {hi:.3g}): "
                 "normalisation belongs inside the model (see lit_robust.nets.Normalize)"
             )
 

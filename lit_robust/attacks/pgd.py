@@ -112,7 +112,7 @@ class PGD(Attack):
     def _run(self, model, x, y, target, generator, best: _Best | None) -> torch.Tensor:
         delta = torch.zeros_like(x)
         if self.random_start and self.eps > 0:
-            delta = self.clip(x, x + self.ball.random_init(x, generator)) - x
+            delta = self.project_delta(x, self.ball.random_init(x, generator))
         for _ in range(self.steps):
             delta.requires_grad_(True)
             logits = self.logits(model, x + delta)
@@ -120,8 +120,7 @@ class PGD(Attack):
             (grad,) = torch.autograd.grad(obj.sum(), delta)
             if best is not None and self.keep_best:
                 best.update(x + delta.detach(), self.success(logits, y, target), obj.detach())
-            delta = delta.detach() + self.step_size * self.ball.ascent_direction(grad)
-            delta = self.clip(x, x + delta) - x
+            delta = self.project_delta(x, delta.detach() + self.step_size * self.ball.ascent_direction(grad))
         x_adv = x + delta
         if best is not None:
             with torch.no_grad():
@@ -140,6 +139,7 @@ class _Best:
 
     def update(self, x_new: torch.Tensor, success: torch.Tensor, value: torch.Tensor) -> None:
         better = (success & ~self.success) | ((success == self.success) & (value > self.value))
-        self.x[better] = x_new[better]
-        self.success |= success
+        # torch.where, not boolean indexing: no host sync inside the attack loop
+        self.x = torch.where(better.view(-1, *([1] * (x_new.dim() - 1))), x_new, self.x)
+        self.success = self.success | success
         self.value = torch.where(better, value, self.value)
