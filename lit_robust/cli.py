@@ -1,4 +1,5 @@
-"""``python -m lit_robust {fit,validate,test} --config configs/X.yaml``: a LightningCLI for robust training.
+"""``python -m lit_robust {fit,validate,test,evaluate} --config configs/X.yaml``: a LightningCLI for robust
+training.
 
 Differences from a plain ``LightningCLI``:
 
@@ -10,6 +11,8 @@ Differences from a plain ``LightningCLI``:
   gradient attacks of validation and test;
 - the logger defaults to CSV under ``logs/`` (no account needed); W&B is one config line away;
 - re-running into the same log directory overwrites its saved ``config.yaml``;
+- ``evaluate --ckpt_path C [--suite standard|table|quick]`` runs a suite of attacks on the test split and
+  writes JSON + Markdown tables (:meth:`lit_robust.trainer.RobustTrainer.evaluate`);
 - bad input (a :class:`~lit_robust.errors.LitRobustError`) prints one ``error:`` line and exits 2.
 """
 
@@ -26,6 +29,7 @@ import lit_robust.methods  # noqa: F401  (registers the methods)
 from lit_robust.data import RobustDataModule
 from lit_robust.errors import LitRobustError
 from lit_robust.methods import RobustClassifier
+from lit_robust.trainer import RobustTrainer
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "inference_mode": False,
@@ -46,11 +50,17 @@ class RobustCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
         kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("trainer_class", RobustTrainer)
         parser_kwargs = kwargs.pop("parser_kwargs", {})
         parser_kwargs.setdefault("parser_mode", "omegaconf")
         super().__init__(
             RobustClassifier, RobustDataModule, args=args, run=run, parser_kwargs=parser_kwargs, **kwargs
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands plus ``evaluate``."""
+        return {**LightningCLI.subcommands(), "evaluate": {"model", "datamodule"}}
 
 
 def main(args: list[str] | None = None, run: bool = True) -> RobustCLI:

@@ -30,3 +30,55 @@ def targeted_objective(name: str, logits: torch.Tensor, target: torch.Tensor) ->
     """Objective a targeted attack maximises to reach class t:
     ``-CE(z, t)`` for ``"ce"``, and ``z_t - max_{j != t} z_j = -m(z, t)`` for ``"margin"``."""
     return -ATTACK_LOSSES[name](logits, target)
+
+
+def negative_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-class negative margin of Robey et al. (2024), eq. 13:  M(z, y)_j = z_j - z_y,  shape (N, K).
+
+    ``M_y = 0``; the sample is misclassified iff ``max_{j != y} M_j > 0`` (up to ties)."""
+    return logits - logits.gather(1, y[:, None])
+
+
+def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """KL( softmax(z_p) || softmax(z_q) ) = sum_k p_k (log p_k - log q_k), per sample.
+
+    With ``eps > 0`` the second log is ``log(q_k + eps)`` (MART's official numerics); with 0 it is the exact
+    ``log_softmax``. Terms with p_k = 0 count 0."""
+    p = logits_p.softmax(dim=1)
+    log_q = logits_q.log_softmax(dim=1) if eps == 0 else (logits_q.softmax(dim=1) + eps).log()
+    return (torch.xlogy(p, p) - p * log_q).sum(dim=1)
+
+
+def trades(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """TRADES (Zhang et al., ICML 2019), per sample:
+
+        L_i = CE(f(x_i), y_i) + beta * KL( softmax(f(x_i)) || softmax(f(x'_i)) )
+
+    Its mean over the batch is the official loss (``KLDivLoss(reduction="sum") / B`` = batchmean KL).
+    Gradients flow through both f(x) and f(x')."""
+    return cross_entropy(logits, y) + beta * kl_divergence(logits, logits_adv)
+
+
+def mart(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """MART (Wang et al., ICLR 2020), per sample, with the official implementation's constants:
+
+        BCE(p', y)  = -log p'_y - log(1.0001 - p'_{y'} + 1e-12),  y' = argmax_{k != y} p'_k
+        L_i = BCE(p'_i, y_i) + beta * KL( p_i || p'_i ) * (1.0000001 - p_{i,y_i})
+
+    with p = softmax(f(x)), p' = softmax(f(x')) and the KL's inner log taken of ``p' + 1e-12``. The weight
+    (1 - p_y(x)) boosts misclassified clean samples and is not detached (gradient flows through it)."""
+    probs_adv = logits_adv.softmax(dim=1)
+    runner_up = probs_adv.scatter(1, y[:, None], float("-inf")).argmax(dim=1)
+    p_runner_up = probs_adv.gather(1, runner_up[:, None]).squeeze(1)
+    bce = cross_entropy(logits_adv, y) - torch.log(1.0001 - p_runner_up + 1e-12)
+    p_true = logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1)
+    return bce + beta * kl_divergence(logits, logits_adv, eps=1e-12) * (1.0000001 - p_true)
+
+
+def sbeta_weights(margins: torch.Tensor, mu: float) -> torch.Tensor:
+    """SBETA-AT's class weights (Robey et al. 2024, eq. 34), over the K-1 wrong classes of each sample:
+
+        lambda_j = exp(mu * M_j) / sum_{j' != y} exp(mu * M_j'),   margins of shape (B, K-1).
+
+    mu -> inf gives the one-hot weight of BETA-AT's chosen class; mu -> 0 the uniform mean."""
+    return torch.softmax(mu * margins, dim=1)

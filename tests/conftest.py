@@ -100,3 +100,47 @@ def cifar100_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return SimpleNamespace(
         root=str(root), train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes
     )
+
+
+def _train_mlp(mnist_root: str, adversarial_eps: float = 0.0):
+    """MLP 784-128-10 trained for 2 epochs on 10k real MNIST images (PGD-5 AT when adversarial_eps > 0),
+    returned in eval mode with 500 real test images."""
+    import torch
+    import torch.nn.functional as F
+
+    from lit_robust.attacks import PGD
+    from lit_robust.data import MNIST
+    from lit_robust.nets import MLP
+
+    dm = MNIST(data_dir=mnist_root, train_subset=10_000, val_size=0, test_subset=500, seed=0)
+    dm.setup("fit")
+    dm.setup("test")
+    x, y = dm.train_dataset.tensors
+    torch.manual_seed(0)
+    net = MLP(hidden=[128])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    attack = PGD(adversarial_eps, "inf", steps=5, alpha=adversarial_eps / 2, keep_best=False, seed=0)
+    for _ in range(2):
+        for idx in torch.randperm(len(x)).split(100):
+            xb = attack(net, x[idx], y[idx]) if adversarial_eps > 0 else x[idx]
+            opt.zero_grad()
+            F.cross_entropy(net(xb), y[idx]).backward()
+            opt.step()
+    net.zero_grad(set_to_none=True)
+    net.eval()
+    xt, yt = dm.test_dataset.tensors
+    return net, xt, yt
+
+
+@pytest.fixture(scope="session")
+def mnist_mlp(mnist_root):
+    """``(net, x_test, y_test)``: an ERM MLP (784-128-10, 2 epochs on 10k real MNIST images; 90% clean on
+    these images) in eval mode, and the first 500 real test images."""
+    return _train_mlp(mnist_root)
+
+
+@pytest.fixture(scope="session")
+def mnist_mlp_at(mnist_root):
+    """``(net, x_test, y_test)`` like ``mnist_mlp`` but PGD-5 adversarially trained at L_inf eps 0.1:
+    a model on which attacks of different strength give different, non-zero robust accuracies."""
+    return _train_mlp(mnist_root, adversarial_eps=0.1)

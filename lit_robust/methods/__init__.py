@@ -1,7 +1,10 @@
 """Robust-training methods: LightningModules that override only ``training_loss``."""
 
 from lit_robust.methods.base import RobustClassifier
+from lit_robust.methods.beta_at import BETAAT, SBETAAT
 from lit_robust.methods.erm import ERM
+from lit_robust.methods.mart import MART
 from lit_robust.methods.pgd_at import PGDAT
+from lit_robust.methods.trades import TRADES
 
-__all__ = ["RobustClassifier", "ERM", "PGDAT"]
+__all__ = ["RobustClassifier", "ERM", "PGDAT", "TRADES", "MART", "BETAAT", "SBETAAT"]

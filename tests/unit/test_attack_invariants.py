@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lit_robust.attacks import FGSM, PGD, Attack
+from lit_robust.attacks import BETA, FGSM, PGD, TRADESKL, Attack
 from lit_robust.errors import ConfigError
 
 
@@ -37,7 +37,21 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 ATTACKS = st.sampled_from(
-    ["pgd", "pgd_restarts", "pgd_targeted", "pgd_margin", "fgsm", "fgsm_rs", "pgd_train_bn"]
+    [
+        "pgd",
+        "pgd_restarts",
+        "pgd_targeted",
+        "pgd_margin",
+        "fgsm",
+        "fgsm_rs",
+        "pgd_train_bn",
+        "beta",
+        "beta_adam_chunk",
+        "beta_sign",
+        "beta_train_bn",
+        "trades_kl",
+        "trades_kl_train_bn",
+    ]
 )
 
 
@@ -54,6 +68,18 @@ def build(name: str, eps: float, norm: str, seed: int | None) -> Attack:
         return FGSM(eps, norm)
     if name == "fgsm_rs":
         return FGSM(eps, norm, random_start=True, seed=seed)
+    if name == "beta":
+        return BETA(eps, norm, steps=3, seed=seed)
+    if name == "beta_adam_chunk":
+        return BETA(eps, norm, steps=3, optimizer="adam", target_chunk=2, seed=seed)
+    if name == "beta_sign":
+        return BETA(eps, norm, steps=3, optimizer="sign", random_start=False, seed=seed)
+    if name == "beta_train_bn":
+        return BETA(eps, norm, steps=2, eval_mode=False, seed=seed)
+    if name == "trades_kl":
+        return TRADESKL(eps, norm, steps=3, seed=seed)
+    if name == "trades_kl_train_bn":
+        return TRADESKL(eps, norm, steps=2, eval_mode=False, seed=seed)
     return PGD(eps, norm, steps=2, eval_mode=False, seed=seed)
 
 

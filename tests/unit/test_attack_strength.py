@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lit_robust.attacks import FGSM, PGD
-from lit_robust.data import MNIST
-from lit_robust.nets import MLP
 
 
 @pytest.fixture(scope="module")
-def trained(mnist_root):
-    """An ERM MLP (784-128-10) trained for 2 epochs on 10k real MNIST images, and 500 test images."""
-    dm = MNIST(data_dir=str(mnist_root), train_subset=10_000, val_size=0, test_subset=500, seed=0)
-    dm.setup("fit")
-    dm.setup("test")
-    x, y = dm.train_dataset.tensors
-    torch.manual_seed(0)
-    net = MLP(hidden=[128])
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(2):
-        for idx in torch.randperm(len(x)).split(100):
-            opt.zero_grad()
-            F.cross_entropy(net(x[idx]), y[idx]).backward()
-            opt.step()
-    net.eval()
-    xt, yt = dm.test_dataset.tensors
-    return net, xt, yt
+def trained(mnist_mlp):
+    return mnist_mlp
 
 
 def correct(net, x, y) -> torch.Tensor:

@@ -1,0 +1,214 @@
+"""Robustness evaluation: run a suite of attacks on a split and report per-attack and worst-case accuracy.
+
+For every sample i and attack a, ``correct[a][i]`` is 1 when the sample is classified correctly clean AND
+under attack a (attacks only run on the clean-correct points). The worst case over all attacks is
+
+    robust_i = clean_i AND min_a correct[a][i],
+
+so "robust accuracy over all attacks" is never above any single column. Reports are JSON (metadata,
+per-attack accuracy and implementation, per-sample 0/1 vectors) and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lit_robust.attacks import APGD, BETA, PGD, Attack, AutoAttack, CarliniWagnerL2
+from lit_robust.errors import ConfigError
+
+OWN = "lit_robust"
+
+
+def _suite_quick(norm: str) -> dict[str, Attack]:
+    return {"pgd-20": PGD(steps=20), "apgd-ce": APGD(steps=100, loss="ce")}
+
+
+def _suite_standard(norm: str) -> dict[str, Attack]:
+    suite = {
+        "pgd-20": PGD(steps=20),
+        "pgd-50x5": PGD(steps=50, restarts=5),
+        "apgd-ce": APGD(steps=100, loss="ce"),
+        "apgd-t": APGD(steps=100, loss="dlr", targeted=True),
+        "beta-10": BETA(steps=10),
+    }
+    if norm == "2":
+        suite["cw-l2"] = CarliniWagnerL2()
+    suite["autoattack"] = AutoAttack()
+    return suite
+
+
+def _suite_table(norm: str) -> dict[str, Attack]:
+    """The columns of the README's method comparison: PGD-40, APGD-CE, BETA-10, AutoAttack."""
+    return {
+        "pgd-40": PGD(steps=40),
+        "apgd-ce": APGD(steps=100, loss="ce"),
+        "beta-10": BETA(steps=10),
+        "autoattack": AutoAttack(),
+    }
+
+
+SUITES: dict[str, Callable[[str], dict[str, Attack]]] = {
+    "quick": _suite_quick,
+    "standard": _suite_standard,
+    "table": _suite_table,
+}
+"""Named attack suites; every attack inherits the evaluated model's eps and norm."""
+
+
+def build_suite(
+    suite: str, norm: str, extra: dict[str, Attack] | None = None, skip: Iterable[str] = ()
+) -> dict:
+    """The attacks of a named suite, plus ``extra`` (added, or replacing a same-named attack), minus
+    ``skip``."""
+    if suite not in SUITES:
+        raise ConfigError(f"suite must be one of {sorted(SUITES)}, got {suite!r}")
+    attacks = {**SUITES[suite](norm), **(extra or {})}
+    unknown = [name for name in skip if name not in attacks]
+    if unknown:
+        raise ConfigError(
+            f"skip names attacks that are not in the suite: {unknown} (suite has {list(attacks)})"
+        )
+    attacks = {k: v for k, v in attacks.items() if k not in set(skip)}
+    for name, attack in attacks.items():
+        if not isinstance(attack, Attack):
+            raise ConfigError(
+                f"attacks.{name} must be a lit_robust.attacks.Attack, got {type(attack).__name__}"
+            )
+    if not attacks:
+        raise ConfigError("the evaluation has no attacks left")
+    return attacks
+
+
+def implementation(attack: Attack) -> str:
+    """Who wrote an attack's code: lit_robust, or the external library an adapter calls."""
+    return getattr(attack, "implementation", OWN)
+
+
+@dataclass
+class Report:
+    """Per-sample results of one evaluation; ``correct`` maps each attack to a bool vector (N,)."""
+
+    clean: torch.Tensor
+    correct: dict[str, torch.Tensor]
+    seconds: dict[str, float]
+    implementations: dict[str, str]
+    descriptions: dict[str, str]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def worst_case(self) -> torch.Tensor:
+        """Robust against every attack (and correct clean)."""
+        out = self.clean.clone()
+        for c in self.correct.values():
+            out &= c
+        return out
+
+    def accuracies(self) -> dict[str, float]:
+        """Accuracy in [0, 1] of clean, every attack and the worst case."""
+        acc = {"clean": self.clean.float().mean().item()}
+        acc.update({k: v.float().mean().item() for k, v in self.correct.items()})
+        acc["worst_case"] = self.worst_case.float().mean().item()
+        return acc
+
+    def to_dict(self) -> dict:
+        acc = self.accuracies()
+        return {
+            "meta": {**self.meta, "n_samples": int(self.clean.numel())},
+            "accuracy": acc,
+            "attacks": {
+                name: {
+                    "accuracy": acc[name],
+                    "implementation": self.implementations[name],
+                    "attack": self.descriptions[name],
+                    "seconds": round(self.seconds[name], 3),
+                }
+                for name in self.correct
+            },
+            "per_sample": {
+                "clean": self.clean.int().tolist(),
+                **{k: v.int().tolist() for k, v in self.correct.items()},
+                "worst_case": self.worst_case.int().tolist(),
+            },
+        }
+
+    def to_markdown(self) -> str:
+        acc = self.accuracies()
+        meta = self.meta
+        lines = [
+            f"# Robustness evaluation: {meta.get('model', '?')}",
+            "",
+            f"- checkpoint: `{meta.get('ckpt_path')}`",
+            f"- threat model: L_{meta.get('norm')} eps = {meta.get('eps')}",
+            f"- split: {meta.get('split')} ({self.clean.numel()} samples of {meta.get('data')})",
+            "- accuracy counts a sample only if it is classified correctly clean and under the attack",
+            "",
+            "| attack | accuracy (%) | implementation | seconds |",
+            "|---|---:|---|---:|",
+            f"| clean | {100 * acc['clean']:.2f} | {OWN} | |",
+        ]
+        for name in self.correct:
+            impl, secs = self.implementations[name], self.seconds[name]
+            lines.append(f"| {name} | {100 * acc[name]:.2f} | {impl} | {secs:.1f} |")
+        lines.append(
+            f"| **worst case over all attacks (per sample)** | **{100 * acc['worst_case']:.2f}** | | |"
+        )
+        return "\n".join(lines) + "\n"
+
+    def write(self, directory: str | Path, stem: str) -> tuple[Path, Path]:
+        """Write ``{stem}.json`` and ``{stem}.md`` under ``directory``; returns both paths."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+        json_path.write_text(json.dumps(self.to_dict(), indent=1))
+        md_path.write_text(self.to_markdown())
+        return json_path, md_path
+
+
+def run_attacks(
+    net: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    attacks: dict[str, Attack],
+    device: torch.device | str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Evaluate ``net`` (eval mode) on ``batches`` under every attack; attacks run on clean-correct points."""
+    net.eval()
+    clean: list[torch.Tensor] = []
+    correct: dict[str, list[torch.Tensor]] = {k: [] for k in attacks}
+    seconds = dict.fromkeys(attacks, 0.0)
+    for i, (x, y) in enumerate(batches):
+        x, y = x.to(device), y.to(device)
+        with torch.no_grad():
+            ok = net(x).argmax(dim=1) == y
+        clean.append(ok.cpu())
+        idx = ok.nonzero().squeeze(1)
+        for name, attack in attacks.items():
+            start = time.perf_counter()
+            survived = torch.zeros_like(ok)
+            if idx.numel():
+                x_adv = attack(net, x[idx], y[idx])
+                with torch.no_grad():
+                    survived[idx] = net(x_adv).argmax(dim=1) == y[idx]
+            correct[name].append(survived.cpu())
+            seconds[name] += time.perf_counter() - start
+        if progress is not None:
+            progress(
+                f"batch {i + 1}: "
+                + ", ".join(f"{k} {torch.cat(v).float().mean():.4f}" for k, v in correct.items())
+            )
+    if not clean:
+        raise ConfigError("the evaluation split is empty")
+    return Report(
+        clean=torch.cat(clean),
+        correct={k: torch.cat(v) for k, v in correct.items()},
+        seconds=seconds,
+        implementations={k: implementation(a) for k, a in attacks.items()},
+        descriptions={k: repr(a) for k, a in attacks.items()},
+    )

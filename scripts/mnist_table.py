@@ -1,0 +1,156 @@
+"""The MNIST method table of docs/mnist_table.md: train ERM, PGD-AT, TRADES, MART and BETA-AT with the
+same small CNN, data and epochs (configs/mnist_*_demo.yaml), pick each checkpoint on the validation split,
+then run ``python -m lit_robust evaluate --suite table`` (clean, PGD-40, APGD-CE, BETA-10, AutoAttack with
+the original budgets) on the first ``--test_subset`` MNIST test images at L_inf eps 0.3.
+
+    python scripts/mnist_table.py [--data_dir data] [--test_subset 1000] [--methods erm pgd_at ...]
+                                  [--fit_only]
+
+Each step prints the exact ``python -m lit_robust`` command it runs, so any row can be redone by hand.
+A finished fit is recorded in ``{out_dir}/{method}_fit.json`` and reused on the next call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+
+from lit_robust.cli import main
+
+SMALL_CNN = ["--model.init_args.net.init_args.channels=[16,32]", "--model.init_args.net.init_args.hidden=128"]
+METHODS = {
+    "erm": (
+        "ERM",
+        "configs/mnist_erm.yaml",
+        [*SMALL_CNN, "--trainer.max_epochs=2", "--data.init_args.val_size=2000"],
+    ),
+    "pgd_at": ("PGD-AT", "configs/mnist_pgd_at_demo.yaml", []),
+    "trades": ("TRADES", "configs/mnist_trades_demo.yaml", []),
+    "mart": ("MART", "configs/mnist_mart_demo.yaml", []),
+    "beta_at": ("BETA-AT", "configs/mnist_beta_at_demo.yaml", []),
+}
+COLUMNS = ("clean", "pgd-40", "apgd-ce", "beta-10", "autoattack", "worst_case")
+
+
+def cli(args: list[str]):
+    print(f"\n$ python -m lit_robust {shlex.join(args)}", flush=True)
+    return main(args)
+
+
+def run(key: str, data_dir: str, test_subset: int, out_dir: Path, fit_only: bool = False) -> dict | None:
+    name, config, extra = METHODS[key]
+    common = [
+        "--config",
+        config,
+        *extra,
+        f"--data.init_args.data_dir={data_dir}",
+        "--data.init_args.eval_batch_size=500",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger.init_args.save_dir=logs/mnist_table",
+        f"--trainer.logger.init_args.name={key}",
+    ]
+    record = out_dir / f"{key}_fit.json"
+    fit = json.loads(record.read_text()) if record.is_file() else None
+    if fit is None or not Path(fit["ckpt"]).is_file():
+        start = time.perf_counter()
+        fitted = cli(["fit", *common])
+        fit = {
+            "ckpt": fitted.trainer.checkpoint_callback.best_model_path,
+            "minutes": (time.perf_counter() - start) / 60,
+        }
+        record.write_text(json.dumps(fit))
+    else:
+        print(f"\n{name}: reusing {fit['ckpt']} (delete {record} to retrain)", flush=True)
+    if fit_only:
+        return None
+    best, fit_minutes = fit["ckpt"], fit["minutes"]
+    dest = out_dir / f"{key}.json"
+    done = json.loads(dest.read_text()) if dest.is_file() else None
+    if (
+        done
+        and done["report"]["meta"]["ckpt_path"] == best
+        and done["report"]["meta"]["n_samples"] == test_subset
+    ):
+        print(f"\n{name}: reusing the evaluation in {dest}", flush=True)
+        return done
+    start = time.perf_counter()
+    cli(
+        [
+            "evaluate",
+            *common,
+            f"--data.init_args.test_subset={test_subset}",
+            "--suite=table",
+            f"--ckpt_path={best}",
+            f"--output_dir={out_dir}",
+        ]
+    )
+    report = json.loads((out_dir / f"eval_{Path(best).stem}.json").read_text())
+    (out_dir / f"eval_{Path(best).stem}.json").unlink()
+    (out_dir / f"eval_{Path(best).stem}.md").rename(out_dir / f"{key}.md")
+    row = {
+        "name": name,
+        "config": config,
+        "report": report,
+        "fit_minutes": fit_minutes,
+        "eval_minutes": (time.perf_counter() - start) / 60,
+        "ckpt": best,
+    }
+    dest.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def table(rows: list[dict], test_subset: int) -> str:
+    impl = rows[0]["report"]["attacks"]
+    lines = [
+        f"Accuracy (%) on the first {test_subset} MNIST test images, L_inf eps = 0.3; a sample counts only",
+        'if it is correct clean and under the attack; "worst case" is per sample over all four attacks.',
+        "",
+        "| method | clean | PGD-40 | APGD-CE | BETA-10 | AutoAttack | worst case | fit min | eval min |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        acc = r["report"]["accuracy"]
+        cells = " | ".join(f"{100 * acc[c]:.2f}" for c in COLUMNS)
+        lines.append(f"| {r['name']} | {cells} | {r['fit_minutes']:.1f} | {r['eval_minutes']:.1f} |")
+    lines += [
+        "",
+        "Implementations: " + "; ".join(f"{k}: {v['implementation']}" for k, v in impl.items()) + ".",
+    ]
+    lines += ["Attacks: " + "; ".join(f"{k} = `{v['attack']}`" for k, v in impl.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main_table() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--test_subset", type=int, default=1000)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--out_dir", default="docs/mnist_table")
+    parser.add_argument("--fit_only", action="store_true", help="train (and record) only; no evaluation")
+    args = parser.parse_args()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for key in args.methods:
+        row = run(key, args.data_dir, args.test_subset, out_dir, args.fit_only)
+        if row is not None:
+            rows.append(row)
+            (out_dir / "table.md").write_text(table(rows, args.test_subset))
+    if not rows:
+        return
+    print("\n" + table(rows, args.test_subset))
+    for r in rows:
+        acc = r["report"]["accuracy"]
+        lowest = min(acc[c] for c in ("pgd-40", "apgd-ce", "beta-10", "autoattack"))
+        if acc["autoattack"] > lowest:
+            print(
+                f"note: for {r['name']} AutoAttack is not the lowest column "
+                f"({acc['autoattack']:.4f} > {lowest:.4f})"
+            )
+
+
+if __name__ == "__main__":
+    main_table()

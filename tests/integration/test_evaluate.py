@@ -1,0 +1,76 @@
+"""`python -m lit_robust evaluate` end to end on a tiny PGD-trained MNIST model: tables written, parsed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import run_error, tiny  # tests/integration is on sys.path (rootdir-relative imports)
+
+from lit_robust.cli import main
+
+# AutoAttack with the original components but tiny budgets, so that the test takes seconds
+SMALL_AA = (
+    '--attacks={"autoattack": {"class_path": "lit_robust.attacks.AutoAttack", '
+    '"init_args": {"steps": 5, "square_queries": 20}}}'
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(mnist_root, tmp_path_factory):
+    save_dir = tmp_path_factory.mktemp("logs")
+    cli = main(["fit", *tiny(mnist_root, save_dir, "--data.init_args.test_subset=100")])
+    return cli.trainer.checkpoint_callback.best_model_path, save_dir
+
+
+def test_evaluate_writes_json_and_markdown_tables(checkpoint, mnist_root, tmp_path):
+    ckpt, save_dir = checkpoint
+    args = tiny(mnist_root, save_dir, "--data.init_args.test_subset=100")
+    main(["evaluate", *args, f"--ckpt_path={ckpt}", "--suite=quick", SMALL_AA, f"--output_dir={tmp_path}"])
+    report = json.loads((tmp_path / f"eval_{Path(ckpt).stem}.json").read_text())
+    acc = report["accuracy"]
+    assert list(report["attacks"]) == ["pgd-20", "apgd-ce", "autoattack"]
+    assert report["meta"]["n_samples"] == 100 and report["meta"]["eps"] == 0.3
+    assert report["attacks"]["pgd-20"]["implementation"] == "lit_robust"
+    assert report["attacks"]["autoattack"]["implementation"].startswith("torchattacks 3.5.1")
+    per_sample = report["per_sample"]
+    assert all(len(v) == 100 for v in per_sample.values())
+    # the worst case is the per-sample AND of clean and every attack, so it is below every column
+    for i in range(100):
+        assert per_sample["worst_case"][i] == min(per_sample[k][i] for k in per_sample if k != "worst_case")
+    assert acc["worst_case"] <= min(acc[k] for k in acc if k != "worst_case")
+    assert acc["worst_case"] < acc["clean"]
+    for name in ("pgd-20", "apgd-ce", "autoattack"):  # attacks only count clean-correct points
+        assert all(a <= c for a, c in zip(per_sample[name], per_sample["clean"], strict=True))
+    table = (tmp_path / f"eval_{Path(ckpt).stem}.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    parsed = {r.split("|")[1].strip(): r.split("|")[2].strip() for r in rows[1:]}
+    assert float(parsed["clean"]) == pytest.approx(100 * acc["clean"], abs=0.01)
+    assert float(parsed["autoattack"]) == pytest.approx(100 * acc["autoattack"], abs=0.01)
+    assert "torchattacks" in table and "worst case" in table
+
+
+def test_evaluate_default_output_is_next_to_the_checkpoints(checkpoint, mnist_root):
+    ckpt, save_dir = checkpoint
+    args = tiny(mnist_root, save_dir, "--data.init_args.test_subset=40")
+    main(["evaluate", *args, f"--ckpt_path={ckpt}", "--suite=quick", "--skip=[apgd-ce]"])
+    out = Path(ckpt).parent.parent / "evaluation" / f"eval_{Path(ckpt).stem}.json"
+    assert list(json.loads(out.read_text())["attacks"]) == ["pgd-20"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--ckpt_path=/nowhere/model.ckpt"], "--ckpt_path '/nowhere/model.ckpt' is not a file"),
+        ([], "evaluate needs --ckpt_path"),
+        (["--suite=strongest"], "suite must be one of"),
+        (["--skip=[fab]"], "skip names attacks that are not in the suite"),
+    ],
+)
+def test_evaluate_bad_input(checkpoint, mnist_root, capsys, extra, message):
+    ckpt, save_dir = checkpoint
+    if "--ckpt_path" not in " ".join(extra) and "needs" not in message:
+        extra = [f"--ckpt_path={ckpt}", *extra]
+    err = run_error(["evaluate", *tiny(mnist_root, save_dir), *extra], capsys)
+    assert message in err
