@@ -108,13 +108,13 @@ def table(rows: list[dict], test_subset: int) -> str:
         f"Accuracy (%) on the first {test_subset} MNIST test images, L_inf eps = 0.3; a sample counts only",
         'if it is correct clean and under the attack; "worst case" is per sample over all four attacks.',
         "",
-        "| method | clean | PGD-40 | APGD-CE | BETA-10 | AutoAttack | worst case | fit min | eval min |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | clean | PGD-40 | APGD-CE | BETA-10 | AutoAttack | worst case |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         acc = r["report"]["accuracy"]
         cells = " | ".join(f"{100 * acc[c]:.2f}" for c in COLUMNS)
-        lines.append(f"| {r['name']} | {cells} | {r['fit_minutes']:.1f} | {r['eval_minutes']:.1f} |")
+        lines.append(f"| {r['name']} | {cells} |")
     lines += [
         "",
         "Implementations: " + "; ".join(f"{k}: {v['implementation']}" for k, v in impl.items()) + ".",

@@ -48,7 +48,9 @@ class CarliniWagnerL2(Attack):
         eps: L_2 radius of the threat model (None: the method's ``model.eps``).
         norm: must be ``"2"`` (None: the method's ``model.norm``, which must then be L_2).
         steps: Adam iterations per value of c (>= 1).
-        lr: Adam learning rate on w (tanh space).
+        lr: Adam learning rate on w (tanh space). 0.1: with 100 steps the reference's 0.01 barely moves
+            pixels that start at 0 or 1 (w = atanh(+-(1 - 1e-6)) ~ +-7.25); on an MNIST MLP at eps 2.0 it
+            left 55% accuracy where lr 0.1 leaves 8% (PGD-20: 6%).
         initial_const: first value of c (1e-2; the reference code uses 1e-3 with 9 search steps).
         binary_search_steps: values of c tried per sample (>= 1).
         kappa: confidence margin (>= 0): success needs the margin to exceed kappa.
@@ -65,7 +67,7 @@ class CarliniWagnerL2(Attack):
         eps: float | None = None,
         norm: str | None = None,
         steps: int = 100,
-        lr: float = 0.01,
+        lr: float = 0.1,
         initial_const: float = 1e-2,
         binary_search_steps: int = 5,
         kappa: float = 0.0,

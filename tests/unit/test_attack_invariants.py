@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lit_robust.attacks import BETA, FGSM, PGD, TRADESKL, Attack
+from lit_robust.attacks import APGD, BETA, FGSM, PGD, TRADESKL, Attack, CarliniWagnerL2
 from lit_robust.errors import ConfigError
 
 
@@ -51,6 +51,11 @@ ATTACKS = st.sampled_from(
         "beta_train_bn",
         "trades_kl",
         "trades_kl_train_bn",
+        "apgd_ce",
+        "apgd_dlr",
+        "apgd_t",
+        "apgd_train_bn",
+        "cw",
     ]
 )
 
@@ -68,6 +73,16 @@ def build(name: str, eps: float, norm: str, seed: int | None) -> Attack:
         return FGSM(eps, norm)
     if name == "fgsm_rs":
         return FGSM(eps, norm, random_start=True, seed=seed)
+    if name == "apgd_ce":
+        return APGD(eps, norm, steps=3, seed=seed)
+    if name == "apgd_dlr":
+        return APGD(eps, norm, steps=3, loss="dlr", restarts=2, seed=seed)
+    if name == "apgd_t":
+        return APGD(eps, norm, steps=3, loss="dlr", targeted=True, n_target_classes=2, seed=seed)
+    if name == "apgd_train_bn":
+        return APGD(eps, norm, steps=2, eval_mode=False, seed=seed)
+    if name == "cw":  # L2 only: its L2 ball of radius eps lies inside the L_inf ball of radius eps
+        return CarliniWagnerL2(eps, "2", steps=3, binary_search_steps=2, seed=seed)
     if name == "beta":
         return BETA(eps, norm, steps=3, seed=seed)
     if name == "beta_adam_chunk":
