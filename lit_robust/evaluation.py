@@ -100,6 +100,7 @@ class Report:
     seconds: dict[str, float]
     implementations: dict[str, str]
     descriptions: dict[str, str]
+    breakdowns: dict[str, dict[str, int]] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -128,6 +129,7 @@ class Report:
                     "implementation": self.implementations[name],
                     "attack": self.descriptions[name],
                     "seconds": round(self.seconds[name], 3),
+                    **({"broken_by_component": self.breakdowns[name]} if name in self.breakdowns else {}),
                 }
                 for name in self.correct
             },
@@ -183,6 +185,7 @@ def run_attacks(
     clean: list[torch.Tensor] = []
     correct: dict[str, list[torch.Tensor]] = {k: [] for k in attacks}
     seconds = dict.fromkeys(attacks, 0.0)
+    breakdowns: dict[str, dict[str, int]] = {}
     for i, (x, y) in enumerate(batches):
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
@@ -196,6 +199,9 @@ def run_attacks(
                 x_adv = attack(net, x[idx], y[idx])
                 with torch.no_grad():
                     survived[idx] = net(x_adv).argmax(dim=1) == y[idx]
+                for part, n in getattr(attack, "last_breakdown", {}).items():  # ensembles: who broke what
+                    breakdowns.setdefault(name, {}).setdefault(part, 0)
+                    breakdowns[name][part] += n
             correct[name].append(survived.cpu())
             seconds[name] += time.perf_counter() - start
         if progress is not None:
@@ -211,4 +217,5 @@ def run_attacks(
         seconds=seconds,
         implementations={k: implementation(a) for k, a in attacks.items()},
         descriptions={k: repr(a) for k, a in attacks.items()},
+        breakdowns=breakdowns,
     )

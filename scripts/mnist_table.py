@@ -13,7 +13,9 @@ A finished fit is recorded in ``{out_dir}/{method}_fit.json`` and reused on the 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import re
 import shlex
 import time
 from pathlib import Path
@@ -119,8 +121,27 @@ def table(rows: list[dict], test_subset: int) -> str:
         "",
         "Implementations: " + "; ".join(f"{k}: {v['implementation']}" for k, v in impl.items()) + ".",
     ]
-    lines += ["Attacks: " + "; ".join(f"{k} = `{v['attack']}`" for k, v in impl.items()) + "."]
+    lines += ["Attacks: " + "; ".join(f"{k} = `{_describe(v['attack'])}`" for k, v in impl.items()) + "."]
+    lines += ["", "Points AutoAttack broke, by component (of the points still robust when it ran):", ""]
+    for r in rows:
+        lines.append(f"- {r['name']}: {_broken(r['report']['attacks']['autoattack'])}")
     return "\n".join(lines) + "\n"
+
+
+_LAST = re.compile(r", last_breakdown=(\{[^}]*\})")
+
+
+def _describe(attack: str) -> str:
+    """An attack's repr without run-time state (reports written before reprs dropped it kept it)."""
+    return _LAST.sub("", attack)
+
+
+def _broken(entry: dict) -> str:
+    counts = entry.get("broken_by_component")
+    if counts is None:  # older reports: the state of a single-batch run is in the repr
+        match = _LAST.search(entry["attack"])
+        counts = ast.literal_eval(match.group(1)) if match else {}
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
 def main_table() -> None:

@@ -194,6 +194,6 @@ class Attack(ABC):
             )
 
     def __repr__(self) -> str:
-        state = {k.lstrip("_"): v for k, v in vars(self).items() if k != "ball"}
+        state = {k.lstrip("_"): v for k, v in vars(self).items() if k != "ball" and not k.startswith("last_")}
         fields = ", ".join(f"{k}={v!r}" for k, v in state.items())
         return f"{type(self).__name__}({fields})"

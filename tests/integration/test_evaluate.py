@@ -34,6 +34,11 @@ def test_evaluate_writes_json_and_markdown_tables(checkpoint, mnist_root, tmp_pa
     assert report["meta"]["n_samples"] == 100 and report["meta"]["eps"] == 0.3
     assert report["attacks"]["pgd-20"]["implementation"] == "lit_robust"
     assert report["attacks"]["autoattack"]["implementation"].startswith("torchattacks 3.5.1")
+    broken = report["attacks"]["autoattack"]["broken_by_component"]
+    assert list(broken) == ["apgd-ce", "apgd-t", "fab-t", "square"] and "last_" not in str(report["attacks"])
+    assert sum(broken.values()) == sum(report["per_sample"]["clean"]) - sum(
+        report["per_sample"]["autoattack"]
+    )
     per_sample = report["per_sample"]
     assert all(len(v) == 100 for v in per_sample.values())
     # the worst case is the per-sample AND of clean and every attack, so it is below every column
