@@ -3,7 +3,7 @@ same small CNN, data and epochs (configs/mnist_*_demo.yaml), pick each checkpoin
 then run ``python -m lit_robust evaluate --suite table`` (clean, PGD-40, APGD-CE, BETA-10, AutoAttack with
 the original budgets) on the first ``--test_subset`` MNIST test images at L_inf eps 0.3.
 
-    python scripts/mnist_table.py [--data_dir data] [--test_subset 1000] [--methods erm pgd_at ...]
+    python scripts/mnist_table.py [--data_dir data] [--test_subset 200] [--methods erm pgd_at ...]
                                   [--fit_only]
 
 Each step prints the exact ``python -m lit_robust`` command it runs, so any row can be redone by hand.
@@ -147,7 +147,7 @@ def _broken(entry: dict) -> str:
 def main_table() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default="data")
-    parser.add_argument("--test_subset", type=int, default=1000)
+    parser.add_argument("--test_subset", type=int, default=200)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--out_dir", default="docs/mnist_table")
     parser.add_argument("--fit_only", action="store_true", help="train (and record) only; no evaluation")
