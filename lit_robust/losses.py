@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lit_robust.errors import ConfigError
+
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """CE(z, y) = -log softmax(z)_y = logsumexp(z) - z_y, per sample."""
@@ -82,3 +84,36 @@ def sbeta_weights(margins: torch.Tensor, mu: float) -> torch.Tensor:
 
     mu -> inf gives the one-hot weight of BETA-AT's chosen class; mu -> 0 the uniform mean."""
     return torch.softmax(mu * margins, dim=1)
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio, per sample (needs >= 3 classes):
+
+        DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)
+
+    where pi sorts the logits in decreasing order. Positive iff misclassified; invariant to shifting and
+    (up to the 1e-12) to positive rescaling of the logits.
+    """
+    if logits.shape[1] < 3:
+        raise ConfigError(f"the DLR loss needs at least 3 classes, got logits of shape {tuple(logits.shape)}")
+    top = logits.topk(3, dim=1).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return -(z_y - z_other) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR towards class t, per sample (needs >= 4 classes):
+
+        DLR_t(z, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)
+
+    where pi sorts the logits in decreasing order. Shift invariant and (up to the 1e-12) scale invariant.
+    """
+    if logits.shape[1] < 4:
+        raise ConfigError(
+            f"the targeted DLR loss needs at least 4 classes, got logits of shape {tuple(logits.shape)}"
+        )
+    top = logits.topk(4, dim=1).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)

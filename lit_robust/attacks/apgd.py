@@ -26,44 +26,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_robust.attacks.base import Attack, check_int
+from lit_robust.attacks.base import Attack, WorstCase, check_int
 from lit_robust.errors import ConfigError
-from lit_robust.losses import cross_entropy
+from lit_robust.losses import cross_entropy, dlr_loss, targeted_dlr_loss
 
 APGD_LOSSES = ("ce", "dlr")
-
-
-def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Difference of logits ratio, per sample (needs >= 3 classes):
-
-        DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)
-
-    where pi sorts the logits in decreasing order. Positive iff misclassified; invariant to shifting and
-    (up to the 1e-12) to positive rescaling of the logits.
-    """
-    if logits.shape[1] < 3:
-        raise ConfigError(f"the DLR loss needs at least 3 classes, got logits of shape {tuple(logits.shape)}")
-    top = logits.topk(3, dim=1).values
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    z_other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
-    return -(z_y - z_other) / (top[:, 0] - top[:, 2] + 1e-12)
-
-
-def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Targeted DLR towards class t, per sample (needs >= 4 classes):
-
-        DLR_t(z, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)
-
-    where pi sorts the logits in decreasing order. Shift invariant and (up to the 1e-12) scale invariant.
-    """
-    if logits.shape[1] < 4:
-        raise ConfigError(
-            f"the targeted DLR loss needs at least 4 classes, got logits of shape {tuple(logits.shape)}"
-        )
-    top = logits.topk(4, dim=1).values
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    z_t = logits.gather(1, target[:, None]).squeeze(1)
-    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -84,30 +51,6 @@ def apgd_checkpoints(steps: int) -> list[int]:
         if w > out[-1]:
             out.append(w)
         p_prev, p = p, p + max(p - p_prev - 3, 6)
-
-
-class _Worst:
-    """Per-sample worst case seen so far: success first, then the higher objective (torch.where only)."""
-
-    def __init__(self, x: torch.Tensor, success: torch.Tensor, value: torch.Tensor) -> None:
-        self.x, self.success, self.value = x.clone(), success.clone(), value.clone()
-
-    def _better(self, success, value, old_success, old_value) -> torch.Tensor:
-        return (success & ~old_success) | ((success == old_success) & (value > old_value))
-
-    def update(self, x_new: torch.Tensor, success: torch.Tensor, value: torch.Tensor) -> None:
-        better = self._better(success, value, self.success, self.value)
-        self.x = torch.where(better.view(-1, *([1] * (x_new.dim() - 1))), x_new, self.x)
-        self.success = self.success | success
-        self.value = torch.where(better, value, self.value)
-
-    def merge(self, idx: torch.Tensor, x_new: torch.Tensor, success: torch.Tensor, value: torch.Tensor):
-        """``update`` restricted to the samples ``idx`` (the sub-batch a run attacked)."""
-        better = self._better(success, value, self.success[idx], self.value[idx])
-        mask = better.view(-1, *([1] * (x_new.dim() - 1)))
-        self.x[idx] = torch.where(mask, x_new, self.x[idx])
-        self.success[idx] = self.success[idx] | success
-        self.value[idx] = torch.where(better, value, self.value[idx])
 
 
 class APGD(Attack):
@@ -199,7 +142,7 @@ class APGD(Attack):
         else:
             targets = [None]
         success = pred == target if hit_target else pred != y
-        worst = _Worst(x, success, torch.full_like(clean[:, 0], float("-inf")))
+        worst = WorstCase(x, success, torch.full_like(clean[:, 0], float("-inf")))
         for t in targets:
             for _ in range(self.restarts):
                 idx = (~worst.success).nonzero().squeeze(1)  # one host sync per run, none per step
@@ -228,7 +171,7 @@ class APGD(Attack):
         (grad,) = torch.autograd.grad(loss.sum(), x_in)
         return loss.detach(), grad.detach(), logits.detach()
 
-    def _run(self, model, x, y, target, generator, hit_target) -> _Worst:
+    def _run(self, model, x, y, target, generator, hit_target) -> WorstCase:
         view = (-1,) + (1,) * (x.dim() - 1)
 
         def success_of(logits):
@@ -237,7 +180,7 @@ class APGD(Attack):
 
         x_cur = self.random_start(x, generator)
         loss, grad, logits = self._loss_grad(model, x_cur, y, target)
-        worst = _Worst(x_cur, success_of(logits), loss)
+        worst = WorstCase(x_cur, success_of(logits), loss)
         x_max, loss_max, grad_max = x_cur, loss, grad  # highest-loss point: where halving restarts
         x_prev, loss_prev = x_cur, loss
         step = torch.full((x.shape[0],), self.initial_step * self.eps, device=x.device, dtype=x.dtype)

@@ -197,3 +197,40 @@ class Attack(ABC):
         state = {k.lstrip("_"): v for k, v in vars(self).items() if k != "ball" and not k.startswith("last_")}
         fields = ", ".join(f"{k}={v!r}" for k, v in state.items())
         return f"{type(self).__name__}({fields})"
+
+
+class WorstCase:
+    """Per-sample worst case seen so far, for attacks that keep their best iterate or several runs:
+    a successful point beats an unsuccessful one, then the higher objective wins. Uses torch.where only,
+    so updating inside an attack loop never syncs with the host."""
+
+    def __init__(
+        self, x: torch.Tensor, success: torch.Tensor | None = None, value: torch.Tensor | None = None
+    ) -> None:
+        n = x.shape[0]
+        self.x = x.clone()
+        self.success = (
+            torch.zeros(n, dtype=torch.bool, device=x.device) if success is None else success.clone()
+        )
+        self.value = torch.full((n,), float("-inf"), device=x.device) if value is None else value.clone()
+
+    @staticmethod
+    def _better(success, value, old_success, old_value) -> torch.Tensor:
+        return (success & ~old_success) | ((success == old_success) & (value > old_value))
+
+    def update(self, x_new: torch.Tensor, success: torch.Tensor, value: torch.Tensor) -> None:
+        """Keep, per sample, the worse of the stored point and ``x_new``."""
+        better = self._better(success, value, self.success, self.value)
+        self.x = torch.where(better.view(-1, *([1] * (x_new.dim() - 1))), x_new, self.x)
+        self.success = self.success | success
+        self.value = torch.where(better, value, self.value)
+
+    def merge(
+        self, idx: torch.Tensor, x_new: torch.Tensor, success: torch.Tensor, value: torch.Tensor
+    ) -> None:
+        """``update`` restricted to the samples ``idx`` (the sub-batch a run attacked)."""
+        better = self._better(success, value, self.success[idx], self.value[idx])
+        mask = better.view(-1, *([1] * (x_new.dim() - 1)))
+        self.x[idx] = torch.where(mask, x_new, self.x[idx])
+        self.success[idx] = self.success[idx] | success
+        self.value[idx] = torch.where(better, value, self.value[idx])

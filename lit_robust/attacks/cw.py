@@ -20,6 +20,7 @@ from torch import nn
 
 from lit_robust.attacks.base import Attack, check_eps, check_int
 from lit_robust.errors import ConfigError
+from lit_robust.losses import margin
 
 _TANH_SCALE = 1 - 1e-6
 _ADAM_BETAS = (0.9, 0.999)
@@ -35,10 +36,7 @@ def _check_positive(value: float, name: str) -> float:
 def _gap(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     """z_y - max_{j != y} z_j (untargeted) or max_{j != t} z_j - z_t (targeted): < 0 iff the attack
     has succeeded (misclassified / classified as t)."""
-    cls = y if target is None else target
-    z_c = logits.gather(1, cls[:, None]).squeeze(1)
-    z_other = logits.scatter(1, cls[:, None], float("-inf")).amax(dim=1)
-    return z_c - z_other if target is None else z_other - z_c
+    return -margin(logits, y) if target is None else margin(logits, target)
 
 
 class CarliniWagnerL2(Attack):

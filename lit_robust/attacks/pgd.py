@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_robust.attacks.base import Attack, check_eps, check_int
+from lit_robust.attacks.base import Attack, WorstCase, check_eps, check_int
 from lit_robust.errors import ConfigError
 from lit_robust.losses import ATTACK_LOSSES, targeted_objective
 
@@ -103,13 +103,13 @@ class PGD(Attack):
         if self.targeted and target is None:
             target = self.choose_targets(model, x, y, generator)
         track = self.keep_best or self.restarts > 1
-        best = _Best(x) if track else None
+        best = WorstCase(x) if track else None
         x_adv = x
         for _ in range(self.restarts):
             x_adv = self._run(model, x, y, target, generator, best)
         return best.x if track else x_adv
 
-    def _run(self, model, x, y, target, generator, best: _Best | None) -> torch.Tensor:
+    def _run(self, model, x, y, target, generator, best: WorstCase | None) -> torch.Tensor:
         delta = torch.zeros_like(x)
         if self.random_start and self.eps > 0:
             delta = self.project_delta(x, self.ball.random_init(x, generator))
@@ -127,19 +127,3 @@ class PGD(Attack):
                 logits = self.logits(model, x_adv)
             best.update(x_adv, self.success(logits, y, target), self.objective(logits, y, target))
         return x_adv
-
-
-class _Best:
-    """Per-sample worst case seen so far: success first, then the higher objective."""
-
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x.clone()
-        self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        self.value = torch.full((x.shape[0],), float("-inf"), device=x.device)
-
-    def update(self, x_new: torch.Tensor, success: torch.Tensor, value: torch.Tensor) -> None:
-        better = (success & ~self.success) | ((success == self.success) & (value > self.value))
-        # torch.where, not boolean indexing: no host sync inside the attack loop
-        self.x = torch.where(better.view(-1, *([1] * (x_new.dim() - 1))), x_new, self.x)
-        self.success = self.success | success
-        self.value = torch.where(better, value, self.value)

@@ -15,14 +15,9 @@ best-iterate tracking), as in the official code.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from lit_robust.attacks.base import Attack, check_eps, check_int
-
-
-def _kl_from_clean(p_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
-    """Per-sample KL(p_clean || softmax(logits_adv)); 0 log 0 = 0."""
-    return F.kl_div(F.log_softmax(logits_adv, dim=1), p_clean, reduction="none").sum(dim=1)
+from lit_robust.losses import kl_divergence
 
 
 class TRADESKL(Attack):
@@ -65,12 +60,12 @@ class TRADESKL(Attack):
     def perturb(self, model, x, y, generator=None, target=None):
         """KL ascent from a Gaussian start; ``y`` and ``target`` are ignored."""
         with torch.no_grad():
-            p_clean = F.softmax(self.logits(model, x), dim=1)
+            clean_logits = self.logits(model, x)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_adv = self.clip(x, x + self.init_std * noise)
         for _ in range(self.steps):
             x_adv = x_adv.detach().requires_grad_(True)
-            kl = _kl_from_clean(p_clean, self.logits(model, x_adv))
+            kl = kl_divergence(clean_logits, self.logits(model, x_adv))
             (g,) = torch.autograd.grad(kl.sum(), x_adv)
             x_adv = self.clip(x, x_adv.detach() + self.step_size * self.ball.ascent_direction(g))
         return x_adv.detach()
