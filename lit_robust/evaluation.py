@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lit_robust.attacks import APGD, BETA, PGD, Attack, AutoAttack, CarliniWagnerL2
+from lit_robust.certify import certified_correct, net_certificate
 from lit_robust.errors import ConfigError
 
 OWN = "lit_robust"
@@ -102,6 +103,9 @@ class Report:
     descriptions: dict[str, str]
     breakdowns: dict[str, dict[str, int]] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    #: for nets with a Lipschitz certificate: radius -> correct and certified at that L_2 radius
+    certified: dict[float, torch.Tensor] = field(default_factory=dict)
+    certificate: dict = field(default_factory=dict)
 
     @property
     def worst_case(self) -> torch.Tensor:
@@ -137,7 +141,16 @@ class Report:
                 "clean": self.clean.int().tolist(),
                 **{k: v.int().tolist() for k, v in self.correct.items()},
                 "worst_case": self.worst_case.int().tolist(),
+                **{f"certified@{r:g}": v.int().tolist() for r, v in self.certified.items()},
             },
+            **(
+                {
+                    "certified": {f"{r:g}": v.float().mean().item() for r, v in self.certified.items()},
+                    "certificate": self.certificate,
+                }
+                if self.certified
+                else {}
+            ),
         }
 
     def to_markdown(self) -> str:
@@ -161,6 +174,16 @@ class Report:
         lines.append(
             f"| **worst case over all attacks (per sample)** | **{100 * acc['worst_case']:.2f}** | | |"
         )
+        if self.certified:
+            lip, per_logit = self.certificate["lipschitz"], self.certificate["per_logit"]
+            rule = f"gap / {'2' if per_logit else 'sqrt(2)'}" + ("" if lip == 1 else f" / {lip:.4g}")
+            lines += [
+                "",
+                f"Certified accuracy (correct and L_2 radius {rule} > r; no attack can lower it):",
+                "",
+            ]
+            lines += ["| radius r | certified (%) |", "|---:|---:|"]
+            lines += [f"| {r:g} | {100 * v.float().mean().item():.2f} |" for r, v in self.certified.items()]
         return "\n".join(lines) + "\n"
 
     def write(self, directory: str | Path, stem: str) -> tuple[Path, Path]:
@@ -179,9 +202,16 @@ def run_attacks(
     attacks: dict[str, Attack],
     device: torch.device | str = "cpu",
     progress: Callable[[str], None] | None = None,
+    radii: Iterable[float] = (),
 ) -> Report:
-    """Evaluate ``net`` (eval mode) on ``batches`` under every attack; attacks run on clean-correct points."""
+    """Evaluate ``net`` (eval mode) on ``batches`` under every attack; attacks run on clean-correct points.
+
+    For a net with a Lipschitz certificate (:func:`lit_robust.certify.net_certificate`), also records
+    which points are certified at each L_2 radius in ``radii``."""
     net.eval()
+    certificate = net_certificate(net)
+    radii = list(radii) if certificate is not None else []
+    certified: list[torch.Tensor] = []
     clean: list[torch.Tensor] = []
     correct: dict[str, list[torch.Tensor]] = {k: [] for k in attacks}
     seconds = dict.fromkeys(attacks, 0.0)
@@ -189,8 +219,11 @@ def run_attacks(
     for i, (x, y) in enumerate(batches):
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
-            ok = net(x).argmax(dim=1) == y
+            logits = net(x)
+        ok = logits.argmax(dim=1) == y
         clean.append(ok.cpu())
+        if radii:
+            certified.append(certified_correct(logits, y, radii, *certificate).cpu())
         idx = ok.nonzero().squeeze(1)
         for name, attack in attacks.items():
             start = time.perf_counter()
@@ -218,4 +251,6 @@ def run_attacks(
         implementations={k: implementation(a) for k, a in attacks.items()},
         descriptions={k: repr(a) for k, a in attacks.items()},
         breakdowns=breakdowns,
+        certified={r: c for r, c in zip(radii, torch.cat(certified).unbind(1), strict=True)} if radii else {},
+        certificate={"lipschitz": certificate[0], "per_logit": certificate[1]} if radii else {},
     )

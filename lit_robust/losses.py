@@ -117,3 +117,41 @@ def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     z_t = logits.gather(1, target[:, None]).squeeze(1)
     return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+def gap_loss(logits: torch.Tensor, y: torch.Tensor, z: float) -> torch.Tensor:
+    """L2NNN's confidence-gap loss L_c (Qian & Wegman 2019, eq. 6), per sample:
+
+        L_c = log(1 - softmax(z y)_label) / z = ( LSE_{j != label}(z y_j) - LSE_j(z y_j) ) / z
+
+    computed with log-sum-exps, so it stays finite where the naive form is -inf (z * gap >~ 17 in
+    float32). For large z it tends to -(y_label - max_{j != label} y_j) on correct points and to 0 on
+    wrong ones: minimising it enlarges the confidence gap."""
+    scaled = z * logits
+    others = scaled.scatter(1, y[:, None], float("-inf"))
+    return (torch.logsumexp(others, dim=1) - torch.logsumexp(scaled, dim=1)) / z
+
+
+def l2nnn(
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    logits_c: torch.Tensor,
+    y: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor | float,
+    gamma: float,
+    omega: float,
+    z: float,
+) -> torch.Tensor:
+    """L2NNN loss (Qian & Wegman 2019, eqs. 3-6), per sample:
+
+        L = CE(u * y_a, label) + gamma * CE(v * y_b, label) + omega * L_c(y_c, label; z)
+
+    with trainable per-class scales u (K,) and a common scale v. Plain L2NNN passes the same clean logits
+    three times; the adversarially trained variant (Model 4) passes logits of adversarial inputs as y_a
+    (and optionally y_b), with L_c always on clean inputs."""
+    return (
+        cross_entropy(logits_a * u, y)
+        + gamma * cross_entropy(logits_b * v, y)
+        + omega * gap_loss(logits_c, y, z)
+    )

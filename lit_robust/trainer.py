@@ -27,6 +27,7 @@ class RobustTrainer(Trainer):
         skip: list[str] | None = None,
         split: str = "test",
         output_dir: str | None = None,
+        radii: list[float] | None = None,
     ) -> Report:
         """Evaluate a checkpoint under a suite of attacks; write a JSON and a Markdown table.
 
@@ -40,6 +41,8 @@ class RobustTrainer(Trainer):
             skip: names of suite attacks not to run.
             output_dir: where ``eval_{checkpoint name}.{json,md}`` go; default the run's ``evaluation/``
                 directory next to ``checkpoints/``.
+            radii: L_2 radii of the certified accuracy reported for nets with a Lipschitz certificate
+                (L2NNN); default the method's ``radii``, else its ``eps``.
         """
         if ckpt_path is None:
             raise ConfigError("evaluate needs --ckpt_path (the checkpoint to evaluate)")
@@ -74,7 +77,9 @@ class RobustTrainer(Trainer):
         loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
         device = self.strategy.root_device
         net = model.net.to(device)
-        report = run_attacks(net, loader, attack_suite, device=device, progress=rank_zero_info)
+        if radii is None:
+            radii = list(getattr(model, "radii", [model.eps]))
+        report = run_attacks(net, loader, attack_suite, device=device, progress=rank_zero_info, radii=radii)
         report.meta = {
             "model": type(model).__name__,
             "net": type(model.net).__name__,

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import re
-import shlex
-import time
 from pathlib import Path
 
-from lit_robust.cli import main
+from _runs import evaluate_once, fit_once
 
 SMALL_CNN = ["--model.init_args.net.init_args.channels=[16,32]", "--model.init_args.net.init_args.hidden=128"]
 METHODS = {
@@ -37,11 +34,6 @@ METHODS = {
 COLUMNS = ("clean", "pgd-40", "apgd-ce", "beta-10", "autoattack", "worst_case")
 
 
-def cli(args: list[str]):
-    print(f"\n$ python -m lit_robust {shlex.join(args)}", flush=True)
-    return main(args)
-
-
 def run(key: str, data_dir: str, test_subset: int, out_dir: Path, fit_only: bool = False) -> dict | None:
     name, config, extra = METHODS[key]
     common = [
@@ -54,54 +46,17 @@ def run(key: str, data_dir: str, test_subset: int, out_dir: Path, fit_only: bool
         "--trainer.logger.init_args.save_dir=logs/mnist_table",
         f"--trainer.logger.init_args.name={key}",
     ]
-    record = out_dir / f"{key}_fit.json"
-    fit = json.loads(record.read_text()) if record.is_file() else None
-    if fit is None or not Path(fit["ckpt"]).is_file():
-        start = time.perf_counter()
-        fitted = cli(["fit", *common])
-        fit = {
-            "ckpt": fitted.trainer.checkpoint_callback.best_model_path,
-            "minutes": (time.perf_counter() - start) / 60,
-        }
-        record.write_text(json.dumps(fit))
-    else:
-        print(f"\n{name}: reusing {fit['ckpt']} (delete {record} to retrain)", flush=True)
+    fit = fit_once(out_dir / f"{key}_fit.json", common, name)
     if fit_only:
         return None
-    best, fit_minutes = fit["ckpt"], fit["minutes"]
-    dest = out_dir / f"{key}.json"
-    done = json.loads(dest.read_text()) if dest.is_file() else None
-    if (
-        done
-        and done["report"]["meta"]["ckpt_path"] == best
-        and done["report"]["meta"]["n_samples"] == test_subset
-    ):
-        print(f"\n{name}: reusing the evaluation in {dest}", flush=True)
-        return done
-    start = time.perf_counter()
-    cli(
-        [
-            "evaluate",
-            *common,
-            f"--data.init_args.test_subset={test_subset}",
-            "--suite=table",
-            f"--ckpt_path={best}",
-            f"--output_dir={out_dir}",
-        ]
+    evaluation = evaluate_once(
+        out_dir / f"{key}.json",
+        [*common, f"--data.init_args.test_subset={test_subset}", "--suite=table"],
+        fit["ckpt"],
+        test_subset,
+        name,
     )
-    report = json.loads((out_dir / f"eval_{Path(best).stem}.json").read_text())
-    (out_dir / f"eval_{Path(best).stem}.json").unlink()
-    (out_dir / f"eval_{Path(best).stem}.md").rename(out_dir / f"{key}.md")
-    row = {
-        "name": name,
-        "config": config,
-        "report": report,
-        "fit_minutes": fit_minutes,
-        "eval_minutes": (time.perf_counter() - start) / 60,
-        "ckpt": best,
-    }
-    dest.write_text(json.dumps(row, indent=1))
-    return row
+    return {"name": name, "config": config, "fit_minutes": fit["minutes"], "ckpt": fit["ckpt"], **evaluation}
 
 
 def table(rows: list[dict], test_subset: int) -> str:

@@ -127,11 +127,15 @@ class RobustClassifier(LightningModule):
             logits = self(x)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
         self.log_accuracy(stage, "clean", logits, y)
+        self.log_evaluation_extras(stage, logits, y)
         x_adv = self.eval_attack(self.net, x, y)
         with torch.no_grad():
             adv_logits = self(x_adv)
         self.log(f"{stage}/robust_loss", F.cross_entropy(adv_logits, y), on_epoch=True, sync_dist=True)
         self.log_accuracy(stage, "robust", adv_logits, y)
+
+    def log_evaluation_extras(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Hook for a method's own validation/test metrics from the clean logits (default: none)."""
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")

@@ -113,8 +113,9 @@ def test_every_shipped_config_instantiates(config, mnist_root):
         ["--config", str(REPO / "configs" / config), f"--data.init_args.data_dir={mnist_root}"], run=False
     )
     assert cli.model.eps > 0 and cli.model.eval_attack.eps == cli.model.eps
-    if hasattr(cli.model, "train_attack"):
-        assert cli.model.train_attack.eps == cli.model.eps
+    train_attack = getattr(cli.model, "train_attack", None)
+    if train_attack is not None and train_attack.norm == cli.model.norm:  # L2NNN Model 4: L_inf vs L_2
+        assert train_attack.eps == cli.model.eps
     assert cli.config["trainer"]["inference_mode"] is False
 
 

@@ -1,0 +1,61 @@
+"""Shared by the reproduction scripts: run ``python -m lit_robust`` in-process, printing each command,
+and record finished fits/evaluations as JSON so that a second call reuses them."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+from lit_robust.cli import main
+
+
+def cli(args: list[str]):
+    """Run ``python -m lit_robust ARGS`` in this process (after printing the command)."""
+    print(f"\n$ python -m lit_robust {shlex.join(args)}", flush=True)
+    return main(args)
+
+
+def fit_once(record: Path, args: list[str], name: str) -> dict:
+    """``fit`` with ``args`` unless ``record`` names an existing checkpoint; returns the record:
+    ``ckpt`` (best on validation), ``last`` (last epoch), ``log_dir`` and ``minutes``."""
+    fit = json.loads(record.read_text()) if record.is_file() else None
+    if fit is not None and Path(fit["ckpt"]).is_file():
+        print(f"\n{name}: reusing {fit['ckpt']} (delete {record} to retrain)", flush=True)
+        return fit
+    start = time.perf_counter()
+    trainer = cli(["fit", *args]).trainer
+    ckpt = trainer.checkpoint_callback
+    fit = {
+        "ckpt": ckpt.best_model_path,
+        "last": ckpt.last_model_path,
+        "log_dir": trainer.log_dir,
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+    record.write_text(json.dumps(fit))
+    return fit
+
+
+def evaluate_once(dest: Path, args: list[str], ckpt: str, n_samples: int, name: str) -> dict:
+    """``evaluate --ckpt_path ckpt`` with ``args`` unless ``dest`` holds a report of the same checkpoint
+    and sample count; returns ``{"report": <the evaluate JSON>, "eval_minutes": ...}`` (also in ``dest``,
+    with the Markdown table next to it as ``dest.with_suffix('.md')``)."""
+    done = json.loads(dest.read_text()) if dest.is_file() else None
+    if (
+        done
+        and done["report"]["meta"]["ckpt_path"] == ckpt
+        and done["report"]["meta"]["n_samples"] == n_samples
+    ):
+        print(f"\n{name}: reusing the evaluation in {dest}", flush=True)
+        return done
+    start = time.perf_counter()
+    out_dir = dest.parent
+    cli(["evaluate", *args, f"--ckpt_path={ckpt}", f"--output_dir={out_dir}"])
+    stem = f"eval_{Path(ckpt).stem}"
+    report = json.loads((out_dir / f"{stem}.json").read_text())
+    (out_dir / f"{stem}.json").unlink()
+    (out_dir / f"{stem}.md").rename(dest.with_suffix(".md"))
+    done = {"report": report, "eval_minutes": (time.perf_counter() - start) / 60}
+    dest.write_text(json.dumps(done, indent=1))
+    return done

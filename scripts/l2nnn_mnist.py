@@ -1,0 +1,208 @@
+"""MNIST L2NNN results of docs/l2nnn.md: Model 3 (L2NNN), Model 4 (L2NNN + L_inf PGD adversarial training)
+and the noisy-label run (75% of training labels randomised), trained on CPU-sized versions of
+configs/mnist_l2nnn*.yaml, then
+
+- ``test`` on the full 10,000-image test set: clean accuracy, certified accuracy at L_2 radius 0.5, 1, 2
+  (radius = gap/2), mean confidence gap, PGD-20 at L_2 eps 3;
+- ``evaluate`` on the first ``--test_subset`` test images at L_2 eps 3: Carlini-Wagner L_2 with 100 and
+  1000 iterations per binary-search step (the paper's Table 1 rows), PGD-20 and APGD-CE.
+
+    python scripts/l2nnn_mnist.py [--data_dir data] [--test_subset 200] [--runs model3 model4 noisy75]
+                                  [--fit_only]
+
+Every ``python -m lit_robust`` command is printed; finished fits, tests and evaluations are recorded under
+``--out_dir`` (default docs/l2nnn) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from _runs import cli, evaluate_once, fit_once
+
+from lit_robust.cli import main
+from lit_robust.lipschitz import jacobian_norm, layer_operator_norm
+from lit_robust.nets.l2nnn_layers import NEConv2d, NELinear
+
+#: CPU-sized net and schedule (the configs hold the paper-sized guesses: 32/64 channels, FC 1024-1024-128)
+CPU = [
+    "--model.init_args.net.init_args.conv_channels=[16,32]",
+    "--model.init_args.net.init_args.fc=[256,256,32]",
+    "--trainer.max_epochs=6",
+    "--data.init_args.val_size=2000",
+]
+WARMUP = {"warmup_steps": 300}
+#: Model 4 on CPU: PGD-10 with step 0.04 (not 40 x 0.01), training radius ramped to 0.3 over 300 steps
+ADV_CPU = [
+    "--model.init_args.train_attack.init_args.steps=10",
+    "--model.init_args.train_attack.init_args.alpha=0.04",
+    "--trainer.callbacks="
+    + json.dumps([{"class_path": "lit_robust.callbacks.EpsWarmup", "init_args": WARMUP}]),
+    "--trainer.max_epochs=2",
+]
+RUNS = {
+    "model3": ("L2NNN (Model 3)", "configs/mnist_l2nnn.yaml", CPU, "ckpt"),
+    "model4": ("L2NNN + adv. training (Model 4)", "configs/mnist_l2nnn_adv.yaml", [*CPU, *ADV_CPU], "ckpt"),
+    "noisy75": ("L2NNN, 75% random labels", "configs/mnist_l2nnn_noisy.yaml", CPU, "last"),
+}
+CW = {
+    f"cw-l2-{steps}": {"class_path": "lit_robust.attacks.CarliniWagnerL2", "init_args": {"steps": steps}}
+    for steps in (100, 1000)
+}
+
+
+def diagnostics(args: list[str], ckpt: str, n_images: int = 1000) -> dict:
+    """On the trained net: the largest per-layer operator norm (power iteration, convs as operators at
+    28x28), the largest per-logit |y_k(a) - y_k(b)| / ||a - b|| over 10,000 nearby random pairs of test
+    images, and the mean local Jacobian norm over the first ``n_images`` test images (paper: 1.05 for
+    Model 3, 0.83 for Model 4)."""
+    built = main([*args, f"--data.init_args.test_subset={n_images}"], run=False)
+    module, dm = built.model, built.datamodule
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict({k: v for k, v in state.items() if not k.startswith("metrics.")}, strict=False)
+    net = module.net.eval()
+    dm.setup("test")
+    x, _ = dm.test_dataset.tensors
+    shapes: dict = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: shapes.__setitem__(mod, tuple(inp[0].shape[1:])))
+        for m in net.modules()
+        if isinstance(m, (NEConv2d, NELinear))
+    ]
+    with torch.no_grad():
+        net(x[:1])
+    for h in hooks:
+        h.remove()
+    norms = [layer_operator_norm(layer, shape, iters=200) for layer, shape in shapes.items()]
+    g = torch.Generator().manual_seed(0)
+    a = x[torch.randint(0, len(x), (10_000,), generator=g)]
+    b = (a + 0.3 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    with torch.no_grad():
+        ratios = [
+            ((net(pa) - net(pb)).abs().amax(1) / (pa - pb).flatten(1).norm(dim=1)).max()
+            for pa, pb in zip(a.split(1000), b.split(1000), strict=True)
+        ]
+    jac = torch.cat([jacobian_norm(net, xb, iters=30) for xb in x.split(250)])
+    return {
+        "max_layer_operator_norm": max(norms),
+        "layer_operator_norms": norms,
+        "max_pair_ratio_per_logit": float(max(ratios)),
+        "mean_jacobian_norm": float(jac.mean()),
+        "lipschitz_certificate": net.lipschitz_certificate()[0],
+    }
+
+
+def run(key: str, data_dir: str, test_subset: int, out_dir: Path, fit_only: bool) -> dict | None:
+    name, config, extra, which = RUNS[key]
+    common = [
+        "--config",
+        config,
+        *extra,
+        f"--data.init_args.data_dir={data_dir}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger.init_args.save_dir=logs/l2nnn",
+        f"--trainer.logger.init_args.name={key}",
+    ]
+    fit = fit_once(out_dir / f"{key}_fit.json", common, name)
+    if fit_only:
+        return None
+    ckpt = fit[which]  # noisy labels: the last epoch (the paper uses no early stopping for L2NNNs)
+    test_record = out_dir / f"{key}_test.json"
+    test = json.loads(test_record.read_text()) if test_record.is_file() else None
+    if test is None or test.get("ckpt") != ckpt:
+        common_test = [a for a in common if not a.startswith("--trainer.callbacks")]
+        tested = cli(
+            [
+                "test",
+                *common_test,
+                f"--ckpt_path={ckpt}",
+                "--trainer.logger=false",
+                f"--trainer.default_root_dir=logs/l2nnn/{key}",
+            ]
+        )
+        metrics = {k: float(v) for k, v in tested.trainer.callback_metrics.items() if k.startswith("test/")}
+        test = {"ckpt": ckpt, "metrics": metrics, "diagnostics": diagnostics(common_test, ckpt)}
+        test_record.write_text(json.dumps(test, indent=1))
+    row = {"key": key, "name": name, "config": config, "fit": fit, "test": test}
+    if key != "noisy75":
+        attacks = f"--attacks={json.dumps(CW)}"
+        eval_args = [*common, f"--data.init_args.test_subset={test_subset}", "--suite=quick", attacks]
+        eval_args = [a for a in eval_args if not a.startswith("--trainer.callbacks")]
+        row.update(evaluate_once(out_dir / f"{key}.json", eval_args, ckpt, test_subset, name))
+    return row
+
+
+def tables(rows: list[dict], test_subset: int) -> str:
+    lines = [
+        "Full MNIST test set (10,000 images). Certified: correct and gap/2 > radius (L_2, [0,1] pixels).",
+        "",
+        "| run | checkpoint | clean | PGD-20 (L_2, eps 3) | certified @0.5 | @1 | @2 | mean gap (correct) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        m = r["test"]["metrics"]
+        cells = [
+            m["test/clean_acc"],
+            m["test/robust_acc"],
+            *(m[f"test/certified_acc@{e}"] for e in ("0.5", "1.0", "2.0")),
+        ]
+        pct = " | ".join(f"{100 * c:.2f}" for c in cells)
+        which = Path(r["test"]["ckpt"]).name
+        lines.append(f"| {r['name']} | {which} | {pct} | {m['test/mean_correct_gap']:.3f} |")
+    lines += [
+        "",
+        "| run | max layer operator norm | max per-logit ratio, 10k pairs | mean Jacobian norm (1000 imgs) |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        d = r["test"]["diagnostics"]
+        lines.append(
+            f"| {r['name']} | {d['max_layer_operator_norm']:.4f} | {d['max_pair_ratio_per_logit']:.4f} | "
+            f"{d['mean_jacobian_norm']:.3f} |"
+        )
+    evaluated = [r for r in rows if "report" in r]
+    if evaluated:
+        lines += [
+            "",
+            f"First {test_subset} test images, L_2 eps = 3 (a point counts if correct clean and under "
+            "attack):",
+            "",
+            "| run | clean | CW-L2 100 it. | CW-L2 1000 it. | PGD-20 | APGD-CE | worst case | certified @2 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in evaluated:
+            acc = r["report"]["accuracy"]
+            cert = r["report"].get("certified", {}).get("2", float("nan"))
+            cols = ("clean", "cw-l2-100", "cw-l2-1000", "pgd-20", "apgd-ce", "worst_case")
+            lines.append(
+                f"| {r['name']} | "
+                + " | ".join(f"{100 * acc[c]:.2f}" for c in cols)
+                + f" | {100 * cert:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main_script() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--test_subset", type=int, default=200)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--out_dir", default="docs/l2nnn")
+    parser.add_argument("--fit_only", action="store_true", help="train (and record) only")
+    args = parser.parse_args()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [
+        r for key in args.runs if (r := run(key, args.data_dir, args.test_subset, out_dir, args.fit_only))
+    ]
+    if rows:
+        text = tables(rows, args.test_subset)
+        (out_dir / "table.md").write_text(text)
+        print("\n" + text)
+
+
+if __name__ == "__main__":
+    main_script()
