@@ -13,6 +13,8 @@ Differences from a plain ``LightningCLI``:
 - re-running into the same log directory overwrites its saved ``config.yaml``;
 - ``evaluate --ckpt_path C [--suite standard|table|quick]`` runs a suite of attacks on the test split and
   writes JSON + Markdown tables (:meth:`lit_robust.trainer.RobustTrainer.evaluate`);
+- ``plot RUN_DIR [--out DIR]`` draws PNG plots from a run's CSV logs (:mod:`lit_robust.plot`; no model
+  or config needed);
 - bad input (a :class:`~lit_robust.errors.LitRobustError`) prints one ``error:`` line and exits 2.
 """
 
@@ -63,10 +65,16 @@ class RobustCLI(LightningCLI):
         return {**LightningCLI.subcommands(), "evaluate": {"model", "datamodule"}}
 
 
-def main(args: list[str] | None = None, run: bool = True) -> RobustCLI:
+def main(args: list[str] | None = None, run: bool = True) -> RobustCLI | list:
     """Entry point of ``python -m lit_robust`` and of the ``lit_robust`` script; returns the CLI object
-    (``cli.trainer``, ``cli.model``, ``cli.datamodule``) so that scripts and tests can inspect the run."""
+    (``cli.trainer``, ``cli.model``, ``cli.datamodule``) so that scripts and tests can inspect the run.
+    ``plot`` is handled before LightningCLI (it needs no model) and returns the written PNG paths."""
+    argv = sys.argv[1:] if args is None else args
     try:
+        if argv[:1] == ["plot"]:
+            from lit_robust.plot import main as plot_main
+
+            return plot_main(argv[1:])
         return RobustCLI(args=args, run=run)
     except Exception as err:
         user_error = _user_error(err)

@@ -1,0 +1,208 @@
+"""Confidence gaps on the validation split, clean and adversarial, and the certified accuracy they give.
+
+For logits z(x) (:mod:`lit_robust.certify`):
+
+    g(x)   = top1(z) - top2(z)                               (gap of the prediction, >= 0)
+    g_y(x) = max(0, z_y - max_{j != y} z_j)                  (gap on correct points, 0 on wrong ones)
+
+Logged per validation epoch (all samples, or the first ``num_samples``): ``val/mean_gap``,
+``val/mean_correct_gap`` and, at the evaluation attack's x', ``val/mean_gap_adv`` and
+``val/mean_correct_gap_adv``. A histogram of g (clean and adversarial, ``bins`` equal bins from 0 to the
+largest gap seen) goes to ``confidence_gap.csv`` in the run folder and, with a WandbLogger, to W&B.
+
+Certified accuracy at L2 radius r (``val/certified_acc@r`` for each configured r): the fraction of points
+classified correctly with certified radius > r,
+
+    radius = g / (2 L)  (each logit L-Lipschitz, Lemma 6)   or   g / (sqrt(2) L)  (the whole vector, Lemma 1)
+
+with L from the net's own certificate (``net.lipschitz_certificate()``, e.g. an L2NNN: L = 1 per logit)
+or, with ``use_upper_bound``, from the product of layer spectral norms of
+:class:`~lit_robust.callbacks.LipschitzEstimate` (a proof only for feed-forward chains of Linear/Conv
+and 1-Lipschitz layers). Without either, no certified accuracy is logged.
+
+A method that logs the clean means and certified accuracy itself (class attribute
+``logs_gap_metrics = True``, e.g. :class:`~lit_robust.methods.L2NNN`) keeps its values; this callback then
+adds the adversarial means and the histograms.
+
+DDP: per-sample values are all-gathered (torchmetrics ``CatMetric``), so means, histogram and certified
+accuracy are those of the whole split (including any samples DistributedSampler repeats to even out
+ranks).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torchmetrics import CatMetric
+
+from lit_robust.attacks import Attack
+from lit_robust.callbacks._common import (
+    check_floats,
+    check_int,
+    is_due,
+    log_values,
+    monitoring,
+    run_dir,
+    samples_to_take,
+    wandb_run,
+)
+from lit_robust.callbacks.lipschitz_estimate import spectral_norms, upper_bound
+from lit_robust.certify import certified_correct, confidence_gap, correct_gap, net_certificate
+from lit_robust.errors import ConfigError
+
+
+class ConfidenceGap(Callback):
+    """Distribution of top1 - top2 logit gaps on validation; certified accuracy when L is known.
+
+    Args:
+        radii: L2 radii of the certified accuracy (e.g. ``[0.5, 1.0, 2.0]``); empty list: none.
+        adversarial: also measure the gaps at the evaluation attack's adversarial examples.
+        attack: attack for those (default: the module's evaluation attack).
+        num_samples: validation samples (the first ones, across ranks) to use; None: all.
+        bins: histogram bins.
+        use_upper_bound: nets without a certificate: certify with L = product of layer spectral norms.
+        every_n_epochs: run on every n-th validation epoch of fit (always in ``validate``).
+        output_dir: folder of ``confidence_gap.csv`` (default: the run's log folder).
+    """
+
+    def __init__(
+        self,
+        radii: Sequence[float] = (0.5, 1.0, 2.0),
+        adversarial: bool = True,
+        attack: Attack | None = None,
+        num_samples: int | None = None,
+        bins: int = 30,
+        use_upper_bound: bool = False,
+        every_n_epochs: int = 1,
+        output_dir: str | None = None,
+    ) -> None:
+        self.radii = check_floats("ConfidenceGap", "radii", radii, allow_empty=True)
+        if attack is not None and not isinstance(attack, Attack):
+            raise ConfigError(
+                f"ConfidenceGap.attack must be a lit_robust Attack, got {type(attack).__name__}"
+            )
+        self.adversarial = bool(adversarial)
+        self.attack = attack
+        self.num_samples = check_int("ConfidenceGap", "num_samples", num_samples, 1, optional=True)
+        self.bins = check_int("ConfidenceGap", "bins", bins)
+        self.use_upper_bound = bool(use_upper_bound)
+        self.every_n_epochs = check_int("ConfidenceGap", "every_n_epochs", every_n_epochs)
+        self.output_dir = output_dir
+        self.last: dict[str, float] = {}
+        self.last_histogram: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._active = False
+        self._seen = 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.attack is not None:
+            pl_module.bind_attack(self.attack)
+        self._dir = run_dir(trainer, self.output_dir)
+        # per-sample logits (clean, adversarial) and labels, all-gathered on compute()
+        self._clean, self._adv, self._labels = CatMetric(), CatMetric(), CatMetric()
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._active = is_due(trainer, self.every_n_epochs)
+        self._seen, self._sample = 0, None
+        for metric in (self._clean, self._adv, self._labels):
+            metric.reset()
+            metric.to(pl_module.device)
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs,
+        batch,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not self._active:
+            return
+        limit = None if self.num_samples is None else math.ceil(self.num_samples / trainer.world_size)
+        n = samples_to_take(batch, self._seen, limit)
+        if n == 0:
+            return
+        self._seen += n
+        x, y = batch[0][:n], batch[1][:n]
+        if self._sample is None:
+            self._sample = x[:1]
+        net = pl_module.net
+        with torch.no_grad():
+            self._clean.update(net(x).float())
+        self._labels.update(y.float())
+        if self.adversarial:
+            attack = self.attack if self.attack is not None else pl_module.eval_attack
+            with monitoring(pl_module.device):
+                x_adv = attack(net, x, y)
+            with torch.no_grad():
+                self._adv.update(net(x_adv).float())
+
+    def lipschitz(self, pl_module: LightningModule) -> tuple[float, bool] | None:
+        """``(L, per_logit)`` used for certification, or None."""
+        certificate = net_certificate(pl_module.net)
+        if certificate is not None:
+            return float(certificate[0]), bool(certificate[1])
+        if self.use_upper_bound and self._sample is not None:
+            with monitoring(pl_module.device):
+                norms = spectral_norms(pl_module.net, self._sample.clone())
+            return (upper_bound(norms), False) if norms else None
+        return None
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._active:
+            return
+        self._active = False
+        logits, y = self._clean.compute(), self._labels.compute().long()  # all-gathered across ranks
+        gaps = {"clean": confidence_gap(logits)}
+        values = {"val/mean_gap": gaps["clean"].mean(), "val/mean_correct_gap": correct_gap(logits, y).mean()}
+        if self.adversarial:
+            adv_logits = self._adv.compute()
+            gaps["adv"] = confidence_gap(adv_logits)
+            values["val/mean_gap_adv"] = gaps["adv"].mean()
+            values["val/mean_correct_gap_adv"] = correct_gap(adv_logits, y).mean()
+        cert = self.lipschitz(pl_module)
+        if cert is not None and self.radii:
+            lip, per_logit = cert
+            certified = certified_correct(logits, y, self.radii, lip, per_logit).float().mean(0)
+            values["val/certified_lipschitz"] = lip
+            for r, frac in zip(self.radii, certified.tolist(), strict=True):
+                values[f"val/certified_acc@{r!r}"] = frac
+        self.last = {k: float(v) for k, v in values.items()}
+        if getattr(pl_module, "logs_gap_metrics", False):  # e.g. L2NNN logs these itself, on val and test
+            values = {k: v for k, v in values.items() if k.endswith("_adv")}
+        log_values(pl_module, values)
+        self._write_histograms(trainer, gaps)
+
+    def _write_histograms(self, trainer: Trainer, gaps: dict[str, torch.Tensor]) -> None:
+        every = torch.cat([g.float().cpu() for g in gaps.values()])
+        top = float(every.max()) if every.numel() else 1.0
+        edges = torch.linspace(0.0, max(top, 1e-6), self.bins + 1)  # shared by clean and adversarial
+        self.last_histogram = {
+            kind: (torch.histogram(g.float().cpu(), bins=edges).hist, edges) for kind, g in gaps.items()
+        }
+        if not trainer.is_global_zero:
+            return
+        self._dir.mkdir(parents=True, exist_ok=True)
+        path = self._dir / "confidence_gap.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["epoch", "step", "kind", "bin_left", "bin_right", "count"])
+            for kind, (hist, e) in self.last_histogram.items():
+                step = (trainer.current_epoch, trainer.global_step, kind)
+                for left, right, count in zip(e[:-1].tolist(), e[1:].tolist(), hist.tolist(), strict=True):
+                    writer.writerow([*step, f"{left:.6g}", f"{right:.6g}", int(count)])
+        run = wandb_run(trainer)
+        if run is not None:
+            import wandb
+
+            media = {
+                f"val/gap_histogram_{kind}": wandb.Histogram(np_histogram=(hist.numpy(), e.numpy()))
+                for kind, (hist, e) in self.last_histogram.items()
+            }
+            run.log({**media, "trainer/global_step": trainer.global_step})
