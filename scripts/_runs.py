@@ -29,7 +29,7 @@ def fit_once(record: Path, args: list[str], name: str) -> dict:
     ckpt = trainer.checkpoint_callback
     fit = {
         "ckpt": ckpt.best_model_path,
-        "last": ckpt.last_model_path,
+        "last": str(Path(ckpt.best_model_path).with_name("last.ckpt")),
         "log_dir": trainer.log_dir,
         "minutes": (time.perf_counter() - start) / 60,
     }

@@ -1,5 +1,6 @@
 """Robust-training methods: LightningModules that override only ``training_loss``."""
 
+from lit_robust.methods.arovr import AROVR
 from lit_robust.methods.base import RobustClassifier
 from lit_robust.methods.beta_at import BETAAT, SBETAAT
 from lit_robust.methods.erm import ERM
@@ -8,4 +9,4 @@ from lit_robust.methods.mart import MART
 from lit_robust.methods.pgd_at import PGDAT
 from lit_robust.methods.trades import TRADES
 
-__all__ = ["RobustClassifier", "ERM", "PGDAT", "TRADES", "MART", "BETAAT", "SBETAAT", "L2NNN"]
+__all__ = ["RobustClassifier", "ERM", "PGDAT", "TRADES", "MART", "BETAAT", "SBETAAT", "L2NNN", "AROVR"]

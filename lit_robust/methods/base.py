@@ -198,9 +198,12 @@ class RobustClassifier(LightningModule):
         }
 
     def configure_callbacks(self) -> list[Callback]:
-        """Checkpoint on ``self.monitor`` (validation split), keeping the best and the last epoch.
+        """Checkpoint on ``self.monitor`` (validation split): ``best-epochXXX.ckpt`` (the trainer's
+        ``checkpoint_callback``) and ``last.ckpt``, rewritten after every validation.
 
-        A ``ModelCheckpoint`` with its own ``monitor`` in the trainer's callbacks is left alone."""
+        ``last.ckpt`` has its own callback: Lightning's ``save_last=True`` only writes it when a best
+        checkpoint is saved, so it would be a copy of the best one, not the last epoch. A
+        ``ModelCheckpoint`` with its own ``monitor`` in the trainer's callbacks is left alone."""
         existing = self.trainer.checkpoint_callbacks
         if not existing or any(cb.monitor is not None for cb in existing):
             return []
@@ -208,8 +211,8 @@ class RobustClassifier(LightningModule):
             ModelCheckpoint(
                 monitor=self.monitor,
                 mode="max",
-                save_last=True,
                 filename="best-epoch{epoch:03d}",
                 auto_insert_metric_name=False,
-            )
+            ),
+            ModelCheckpoint(monitor=None, save_top_k=1, filename="last", enable_version_counter=False),
         ]

@@ -60,7 +60,7 @@ def test_fit_logs_certified_accuracy_and_gaps(fitted):
 def test_evaluate_reports_certificates_that_attacks_respect(fitted, mnist_root, tmp_path):
     """At eps = radius = 0.05, a certified point must survive every attack (a violation means a bug)."""
     cli, save_dir = fitted
-    ckpt = cli.trainer.checkpoint_callback.last_model_path
+    ckpt = str(Path(cli.trainer.checkpoint_callback.best_model_path).with_name("last.ckpt"))
     cw = '--attacks={"cw": {"class_path": "lit_robust.attacks.CarliniWagnerL2", "init_args": {"steps": 30}}}'
     args = tiny(mnist_root, save_dir, "--model.init_args.eps=0.05")
     main(

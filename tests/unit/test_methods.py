@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,6 +109,9 @@ def test_fit_tracks_best_robust_accuracy_and_checkpoints_on_validation(tmp_path)
     assert t.checkpoint_callback.best_model_path.endswith(".ckpt")
     assert "val/robust_acc_best" in t.callback_metrics
     assert t.callback_metrics["val/robust_acc_best"] >= t.callback_metrics["val/robust_acc"]
+    # last.ckpt is the final epoch, whichever epoch was best
+    last = torch.load(Path(t.checkpoint_callback.best_model_path).with_name("last.ckpt"), weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == t.global_step
 
 
 def test_scheduler_from_factory():

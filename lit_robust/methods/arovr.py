@@ -1,0 +1,448 @@
+"""Lifted-network training by (adversarial) relaxed optimal-value reformulations (Zach, "Strengthening the
+Internal Adversarial Robustness in Lifted Neural Networks", arXiv 2503.07818; AROVR_beta: Hoier & Zach,
+ICML 2024).
+
+With the FY potential U of :class:`~lit_robust.nets.lifted.LiftedMLP`, the Euclidean target loss
+``l(z) = 1/2|z_L - y|^2`` (one-hot y) and the attack loss ``l-(z) = 1/2|z_L - y-|^2`` towards a random
+wrong label y-, every variant is a difference of two minima (abar = 1 - alpha)::
+
+    ROVR_beta           = min_z {l + U/beta}                    - min_z {U/beta}            (= ... - 0)
+    AROVR_beta          = min_z {U/beta}                        - min_z {-l + U/beta}       (beta < 1)
+    ROVR_{a,b}          = min_z {abar l- + a l + U/beta}        - min_z {abar l- + U/beta}
+    AROVR_{a,b}         = min_z {abar l- + U/beta}              - min_z {abar l- - a l + U/beta}
+    AROVR^g_{a,b}       = AROVR_{a,b} with U replaced by U + g^T z,  g ~ N(0, g_std^2) per unit and batch
+
+and the implemented loss is ``(1/alpha) *`` that (alpha = 1 for ROVR_beta/AROVR_beta), averaged over the
+batch. By the envelope theorem its weight gradient is that of the contrastive surrogate
+
+    S(theta) = mean_i [U_theta(z+_i; x_i) - U_theta(z-_i; x_i)] / (alpha beta)
+
+with the two minimisers z+ (first term) and z- (second) held fixed; as beta -> 0 it tends to the
+back-propagation gradient of mean_i l(f(x_i)) (Prop. 4.4). Each minimiser is an inference
+``argmin_z U + g^T z + c/2 |z_L|^2 - r^T z_L`` with ``c = beta (w_y + w_-)``, ``r = beta (w_y y + w_- y-)``
+for the state's loss weights ``(w_y, w_-)`` (see :func:`state_weights`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lit_robust.errors import ConfigError
+from lit_robust.methods.base import RobustClassifier
+from lit_robust.nets.lifted import LiftedMLP, check_damping, euclidean_loss
+
+__all__ = [
+    "AROVR",
+    "VARIANTS",
+    "StateWeights",
+    "ContrastiveStates",
+    "state_weights",
+    "contrastive_states",
+    "contrastive_potentials",
+    "contrastive_surrogate",
+    "objective_value",
+    "random_wrong_labels",
+    "load_net_weights",
+]
+
+#: ``bp`` is plain back-propagation on the same net and Euclidean loss (the paper's baseline)
+VARIANTS = ("bp", "rovr", "arovr", "rovr_ab", "arovr_ab", "arovr_g")
+
+
+@dataclass(frozen=True)
+class StateWeights:
+    """Loss weights of one inner problem ``min_z w_y l(z; y) + w_wrong l(z; y-) + (U(z) + g^T z) / beta``."""
+
+    w_y: float
+    w_wrong: float
+
+    @property
+    def free(self) -> bool:
+        """True for ``min_z U/beta``: the forward pass (when g = 0), with U = 0 and dU/dtheta = 0."""
+        return self.w_y == 0 and self.w_wrong == 0
+
+    def perturbation(self, beta: float, y: torch.Tensor, y_wrong: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """``(c, r)`` of the inference after multiplying by beta: ``c = beta (w_y + w_-)``,
+        ``r = beta (w_y y + w_- y-)``."""
+        return beta * (self.w_y + self.w_wrong), beta * (self.w_y * y + self.w_wrong * y_wrong)
+
+
+def state_weights(variant: str, alpha: float) -> tuple[StateWeights, StateWeights, float]:
+    """``(plus, minus, alpha_eff)``: the loss weights of the first (z+) and second (z-) inner problem and
+    the alpha of the 1/alpha scaling (1 for ROVR_beta and AROVR_beta, where alpha is not used).
+
+    ============  =========================  ==========================
+    variant       z+ (w_y, w_-)              z- (w_y, w_-)
+    ============  =========================  ==========================
+    rovr          (1, 0): z^beta             (0, 0): z* (forward pass)
+    arovr         (0, 0): z*                 (-1, 0)
+    rovr_ab       (alpha, abar): z^ls        (0, abar)
+    arovr_ab, _g  (0, abar)                  (-alpha, abar)
+    ============  =========================  ==========================
+    """
+    abar = 1.0 - alpha
+    if variant == "rovr":
+        return StateWeights(1.0, 0.0), StateWeights(0.0, 0.0), 1.0
+    if variant == "arovr":
+        return StateWeights(0.0, 0.0), StateWeights(-1.0, 0.0), 1.0
+    if variant == "rovr_ab":
+        return StateWeights(alpha, abar), StateWeights(0.0, abar), alpha
+    if variant in ("arovr_ab", "arovr_g"):
+        return StateWeights(0.0, abar), StateWeights(-alpha, abar), alpha
+    raise ConfigError(f"model.variant must be one of {', '.join(VARIANTS[1:])} here, got {variant!r}")
+
+
+@dataclass
+class ContrastiveStates:
+    """The two states (each ``[z_0, ..., z_L]``, detached), whether each was inferred (a state that was not
+    is the forward pass, with U = 0 and dU/dtheta = 0), and the inference residual."""
+
+    plus: list[torch.Tensor]
+    minus: list[torch.Tensor]
+    residual: torch.Tensor
+    plus_inferred: bool = True
+    minus_inferred: bool = True
+    #: ``[z_0, ..., z_L]`` with z+ stacked over z- (2B rows) when both were inferred (one potential call)
+    stacked: list[torch.Tensor] | None = None
+
+
+def contrastive_states(
+    net: LiftedMLP,
+    x: torch.Tensor | None,
+    y: torch.Tensor,
+    y_wrong: torch.Tensor,
+    plus: StateWeights,
+    minus: StateWeights,
+    beta: float,
+    g: list[torch.Tensor] | None = None,
+    forward: tuple[list[torch.Tensor], torch.Tensor] | None = None,
+    **infer_kwargs,
+) -> ContrastiveStates:
+    """Infer z+ and z- (see :func:`state_weights`) for targets ``y``/``y_wrong`` ((B, n_L) vectors).
+
+    A free state without g is the forward pass (no inference); the others run as ONE batched inference
+    on the stacked batch (2B rows when both need it), from the forward-pass initialisation.
+    ``forward``: ``net.forward_with_input_drive(x)`` if already computed (then x may be None).
+    ``infer_kwargs`` go to :meth:`LiftedMLP.infer` (n_sweeps, damping, n_inner, power_iters)."""
+    with torch.no_grad():
+        states0, first_pre = forward if forward is not None else net.forward_with_input_drive(x)
+        need = [g is not None or not s.free for s in (plus, minus)]
+        todo = [s for s, n in zip((plus, minus), need, strict=True) if n]
+        found = [states0, states0]
+        residual = states0[-1].new_zeros(())
+        if todo:
+            n = states0[0].shape[0]
+            cs, rs = zip(*(s.perturbation(beta, y, y_wrong) for s in todo), strict=True)
+            c = torch.cat([states0[-1].new_full((n, 1), ci) for ci in cs])
+            r = torch.cat(rs)
+            reps = len(todo)
+            out = net.infer(
+                None,
+                c=c,
+                r=r,
+                g=None if g is None else [gk.repeat(reps, 1) for gk in g],
+                init=[z.repeat(reps, 1) for z in states0],
+                first_pre=first_pre.repeat(reps, 1),
+                **infer_kwargs,
+            )
+            residual = out.residual
+            slot = 0
+            for j in range(2):
+                if need[j]:
+                    found[j] = [z[slot * n : (slot + 1) * n] for z in out.states]
+                    slot += 1
+        stacked = out.states if all(need) else None
+        return ContrastiveStates(found[0], found[1], residual, need[0], need[1], stacked)
+
+
+def contrastive_potentials(
+    net: LiftedMLP, states: ContrastiveStates
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Per-sample ``(U(z+), U(z-))``, differentiable in the parameters (states fixed), sharing the input
+    drive ``a_1 = W_0 x + b_0``. A state that was not inferred is the forward pass, where U = 0 with zero
+    gradient exactly: its entry is None."""
+    if not (states.plus_inferred or states.minus_inferred):
+        return None, None
+    lin0 = net.linears[0]
+    first_pre = F.linear(states.plus[0], lin0.weight, lin0.bias)
+    if states.stacked is not None:  # one pass over the 2B stacked rows
+        u_all = net.potential(states.stacked, first_pre.repeat(2, 1))
+        n = first_pre.shape[0]
+        return u_all[:n], u_all[n:]
+    u_plus = net.potential(states.plus, first_pre) if states.plus_inferred else None
+    u_minus = net.potential(states.minus, first_pre) if states.minus_inferred else None
+    return u_plus, u_minus
+
+
+def contrastive_surrogate(
+    u_plus: torch.Tensor | None, u_minus: torch.Tensor | None, scale: float, like: torch.Tensor
+) -> torch.Tensor:
+    """``S = scale * mean_i [U(z+_i) - U(z-_i)]``, ``scale = 1/(alpha beta)`` (None = forward pass, U = 0):
+    with the states fixed its parameter gradient is that of the (1/alpha-scaled) objective (envelope
+    theorem). ``like``: a tensor giving dtype/device of the 0 returned when both are None."""
+    if u_plus is None and u_minus is None:
+        return like.new_zeros(())
+    if u_minus is None:
+        return scale * u_plus.mean()
+    if u_plus is None:
+        return -scale * u_minus.mean()
+    return scale * (u_plus - u_minus).mean()
+
+
+def objective_value(
+    states: ContrastiveStates,
+    u_plus: torch.Tensor | None,
+    u_minus: torch.Tensor | None,
+    y: torch.Tensor,
+    y_wrong: torch.Tensor,
+    plus: StateWeights,
+    minus: StateWeights,
+    alpha: float,
+    beta: float,
+    g: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Per-sample value of the implemented loss ``(1/alpha) [Psi+(z+) - Psi-(z-)]`` with
+    ``Psi(z) = w_y l(z; y) + w_- l(z; y-) + (U(z) + g^T z) / beta`` (the true objective, not the surrogate);
+    ``u_plus``/``u_minus`` from :func:`contrastive_potentials` (None: U = 0)."""
+    with torch.no_grad():
+
+        def psi(z: list[torch.Tensor], u: torch.Tensor | None, w: StateWeights) -> torch.Tensor:
+            val = z[-1].new_zeros(z[-1].shape[0]) if u is None else u.detach() / beta
+            if w.w_y:
+                val = val + w.w_y * euclidean_loss(z[-1], y)
+            if w.w_wrong:
+                val = val + w.w_wrong * euclidean_loss(z[-1], y_wrong)
+            if g is not None:
+                val = val + sum((gk * zk).sum(1) for gk, zk in zip(g, z[1:], strict=True)) / beta
+            return val
+
+        return (psi(states.plus, u_plus, plus) - psi(states.minus, u_minus, minus)) / alpha
+
+
+def random_wrong_labels(
+    y: torch.Tensor, num_classes: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A label drawn uniformly from the ``num_classes - 1`` classes other than ``y``, per sample:
+    ``(y + U{1, ..., K-1}) mod K``."""
+    shift = torch.randint(1, num_classes, y.shape, device=y.device, generator=generator)
+    return (y + shift) % num_classes
+
+
+def load_net_weights(net: torch.nn.Module, path: str, field: str = "model.init_from") -> None:
+    """Load the ``net.*`` weights of a lit_robust checkpoint (ERM, AROVR, ...) into ``net``.
+
+    Accepts a Lightning checkpoint (``state_dict`` with ``net.`` keys) or a plain state dict of the net.
+    Raises :class:`ConfigError` naming ``field`` when the file is missing/unreadable or the weights do not
+    match ``net`` (missing keys, extra keys or shapes)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(
+            f"{field}: checkpoint {str(path)!r} does not exist (give the .ckpt of a backprop/ERM run of the "
+            "same MLP, or leave it null to start from random weights)"
+        )
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(f"{field}: cannot read {str(path)!r} as a torch checkpoint: {err}") from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{field}: {str(path)!r} holds no state_dict")
+    weights = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+    if not weights and all(isinstance(v, torch.Tensor) for v in state.values()):
+        weights = dict(state)  # a plain state dict of the net itself
+    own = net.state_dict()
+    missing = sorted(own.keys() - weights.keys())
+    extra = sorted(weights.keys() - own.keys())
+    if missing or extra:
+        raise ConfigError(
+            f"{field}: the weights in {str(path)!r} do not match model.net ({type(net).__name__}): "
+            f"missing {missing or 'none'}, unexpected {extra or 'none'}"
+        )
+    for key, value in own.items():
+        if tuple(weights[key].shape) != tuple(value.shape):
+            raise ConfigError(
+                f"{field}: net.{key} has shape {tuple(weights[key].shape)} in {str(path)!r} but "
+                f"{tuple(value.shape)} in model.net ({type(net).__name__}): use the same architecture"
+            )
+    net.load_state_dict(weights)
+
+
+def _check_real(name: str, value: object, low: float, high: float, low_open: bool, high_open: bool) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        high_text = "inf" if math.isinf(high) else f"{high:g}"
+        raise ConfigError(f"model.{name} must be in {lo}{low:g}, {high_text}{hi}, got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"model.{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class AROVR(RobustClassifier):
+    """ROVR_beta, AROVR_beta, ROVR_{alpha,beta}, AROVR_{alpha,beta} and AROVR^g_{alpha,beta} on a lifted MLP.
+
+    Training uses inference (two inferred states per sample, see the module docstring); validation, test
+    and attacks use the plain forward pass of the same MLP. The returned training loss has the VALUE of the
+    true (1/alpha-scaled) objective and the GRADIENT of the contrastive surrogate
+    ``mean [U(z+) - U(z-)] / (alpha beta)`` (``S - S.detach() + value``), so ``train/loss`` is the objective.
+
+    Args:
+        net: a :class:`~lit_robust.nets.lifted.LiftedMLP` (the parameters of an MLP).
+        variant: ``arovr_g`` (AROVR^g_{a,b}), ``arovr_ab`` (AROVR_{a,b}), ``rovr_ab`` (ROVR_{a,b}), ``arovr``
+            (AROVR_beta, needs beta < 1), ``rovr`` (ROVR_beta) or ``bp`` (back-propagation of the Euclidean
+            loss ``mean_i 1/2 |f(x_i) - onehot(y_i)|^2`` on the same net: the paper's baseline).
+        alpha: weight of the untargeted term, in (0, 1] (0.49 in the paper; alpha < 1/2 keeps every inner
+            problem bounded). Not used by ``rovr``, ``arovr`` and ``bp``.
+        beta: inverse multiplier > 0 (1/4 in the paper).
+        g_std: standard deviation of g (``arovr_g``), N(0, 1/16) in the paper -> 0.25.
+        n_sweeps: top-down inference passes after the forward-pass initialisation (20).
+        damping: hidden-block update: ``"auto"`` (the damped step), ``"safe"`` (per sample, the plain LPOM
+            step where it does not increase the objective, else the damped step; ~2x the inference cost);
+            both never increase the inference objective; ``"none"`` (plain LPOM step, no guarantee) or a
+            constant kappa >= 0.
+        n_inner: damped steps per hidden block visit.
+        power_iters: warm-started power iterations per step for ``damping="auto"``.
+        init_from: optional checkpoint (e.g. of a ``bp``/ERM run of the same MLP) whose ``net.*`` weights
+            initialise the net (back-propagation pretraining).
+        noise_seed: seed of the per-step random wrong labels and g (drawn from (seed, global step, rank), so a
+            resumed run draws what an uninterrupted one would); None: ``seed_everything``'s seed or 0.
+        **kwargs: see :class:`~lit_robust.methods.base.RobustClassifier` (eps, norm, eval_attack, optimizer,
+            lr_scheduler, scheduler_interval).
+    """
+
+    monitor = "val/clean_acc"
+
+    def __init__(
+        self,
+        net: LiftedMLP,
+        variant: str = "arovr_g",
+        alpha: float = 0.49,
+        beta: float = 0.25,
+        g_std: float = 0.25,
+        n_sweeps: int = 20,
+        damping: float | str = "auto",
+        n_inner: int = 1,
+        power_iters: int = 1,
+        init_from: str | None = None,
+        noise_seed: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(net=net, **kwargs)
+        if not isinstance(net, LiftedMLP):
+            raise ConfigError(
+                f"model.net must be a lit_robust.nets.lifted.LiftedMLP for AROVR, got {type(net).__name__}"
+            )
+        if variant not in VARIANTS:
+            raise ConfigError(f"model.variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        self.alpha = _check_real("alpha", alpha, 0.0, 1.0, low_open=True, high_open=False)
+        self.beta = _check_real("beta", beta, 0.0, math.inf, low_open=True, high_open=True)
+        self.g_std = _check_real("g_std", g_std, 0.0, math.inf, low_open=False, high_open=True)
+        self.n_sweeps = _check_int("n_sweeps", n_sweeps, 1)
+        self.n_inner = _check_int("n_inner", n_inner, 1)
+        self.power_iters = _check_int("power_iters", power_iters, 1)
+        self.damping = check_damping(damping, "model.damping")
+        if noise_seed is not None:
+            _check_int("noise_seed", noise_seed, 0)
+        self.noise_seed = noise_seed
+        if variant != "bp":
+            self.plus, self.minus, self.alpha_eff = state_weights(variant, self.alpha)
+            for w in (self.plus, self.minus):
+                curvature = 1 + self.beta * (w.w_y + w.w_wrong)
+                if curvature <= 0:
+                    hint = "beta < 1" if variant == "arovr" else "1 + beta (1 - 2 alpha) > 0"
+                    raise ConfigError(
+                        f"model.beta={self.beta:g} makes the inner problem of variant {variant!r} unbounded "
+                        f"(1 + c = {curvature:g} <= 0): need {hint}"
+                    )
+            if variant in ("arovr_ab", "arovr_g", "rovr_ab") and self.alpha >= 0.5:
+                warnings.warn(
+                    f"model.alpha={self.alpha:g} >= 1/2: abar l- - alpha l is no longer strongly convex, so "
+                    "boundedness of the inner problems is not guaranteed for every beta",
+                    stacklevel=2,
+                )
+        self.init_from = init_from
+        if init_from is not None:
+            load_net_weights(self.net, init_from)
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        seed = self.noise_seed if self.noise_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        rank = self.global_rank if self._trainer is not None else 0
+        gen = torch.Generator(device=device)
+        gen.manual_seed((seed * 1_000_003 + self.global_step * 1_009 + rank) % 2**63)
+        return gen
+
+    def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        net: LiftedMLP = self.net  # type: ignore[assignment]
+        if self.variant == "bp":
+            logits = net(x)
+            self.log_accuracy("train", "clean", logits, y)
+            return euclidean_loss(logits, F.one_hot(y, net.num_classes).to(logits.dtype)).mean()
+        gen = self._generator(x.device)
+        with torch.no_grad():
+            forward = net.forward_with_input_drive(x)
+            logits = forward[0][-1]
+            target = F.one_hot(y, net.num_classes).to(logits.dtype)
+            wrong = F.one_hot(random_wrong_labels(y, net.num_classes, gen), net.num_classes).to(logits.dtype)
+            g = None
+            if self.variant == "arovr_g" and self.g_std > 0:
+                g = [
+                    torch.randn(z.shape, generator=gen, device=z.device, dtype=z.dtype) * self.g_std
+                    for z in forward[0][1:]
+                ]
+            states = contrastive_states(
+                net,
+                None,
+                target,
+                wrong,
+                self.plus,
+                self.minus,
+                self.beta,
+                g=g,
+                forward=forward,
+                n_sweeps=self.n_sweeps,
+                damping=self.damping,
+                n_inner=self.n_inner,
+                power_iters=self.power_iters,
+            )
+            gap = (  # mean_i |z+_i - z-_i| over all layers: the internal perturbation size
+                sum(
+                    (zp - zm).square().sum(1)
+                    for zp, zm in zip(states.plus[1:], states.minus[1:], strict=True)
+                )
+                .sqrt()
+                .mean()
+            )
+        u_plus, u_minus = contrastive_potentials(net, states)
+        surrogate = contrastive_surrogate(u_plus, u_minus, 1 / (self.alpha_eff * self.beta), logits)
+        value = objective_value(
+            states, u_plus, u_minus, target, wrong, self.plus, self.minus, self.alpha_eff, self.beta, g
+        ).mean()
+        self.log_accuracy("train", "clean", logits, y)
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        if self.global_step % every == 0:  # diagnostics, sampled (Lightning's log() costs ~0.3 ms a call)
+            self.log_dict(
+                {
+                    "train/target_loss": euclidean_loss(logits, target).mean(),
+                    "train/inference_residual": states.residual,
+                    "train/perturbation": gap,
+                },
+                on_step=True,
+                on_epoch=False,
+            )
+        return surrogate - surrogate.detach() + value
