@@ -94,17 +94,19 @@ def column(rows: list[dict[str, str]], name: str) -> list[tuple[int, float]]:
     return [(int(r["epoch"]), float(r[name])) for r in rows if r.get(name)]
 
 
-def run(dataset: str, cell: str, seed: int, args: argparse.Namespace) -> dict | None:
+def run(dataset: str, cell: str, seed: int, args: argparse.Namespace, need_ckpt: bool = False) -> dict | None:
+    """Fit and test one (dataset, cell, seed), or reuse its record. ``need_ckpt``: the caller pretrains
+    from this run's checkpoint, so a record whose checkpoint is gone (a fresh clone) is redone."""
     out_dir, log_root = Path(args.out_dir), Path(args.log_dir)
     record = out_dir / f"{dataset}_{cell}_seed{seed}.json"
     if record.is_file():
         done = json.loads(record.read_text())
-        if done["epochs"] == args.epochs:
+        if done["epochs"] == args.epochs and (not need_ckpt or Path(done["best_ckpt"]).is_file()):
             print(f"{dataset} {cell} seed {seed}: reusing {record}", flush=True)
             return done
     init_from = None
     if CELLS[cell][2]:
-        bp = run(dataset, "bp", seed, args)
+        bp = run(dataset, "bp", seed, args, need_ckpt=not args.dry_run)
         if bp is None:
             return None
         init_from = bp["best_ckpt"]

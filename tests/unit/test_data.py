@@ -15,8 +15,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lit_robust.data import CIFAR10, CIFAR100, MNIST, FashionMNIST, RobustDataModule
-from lit_robust.data.base import EpochSeededSampler, apply_label_noise, random_crop_flip
+from lit_robust.data import CIFAR10, CIFAR100, MNIST, SVHN, FashionMNIST, RobustDataModule
+from lit_robust.data.base import (
+    EpochSeededDistributedSampler,
+    EpochSeededSampler,
+    apply_label_noise,
+    random_crop_flip,
+)
 from lit_robust.data.io import read_cifar_batches, read_cifar_pickle, read_idx
 from lit_robust.errors import ConfigError, DataNotFoundError
 
@@ -221,6 +226,55 @@ def test_epoch_seeded_sampler_resumes() -> None:
     assert list(resumed) == orders[3]
 
 
+def _batches(data, sampler, batch_size: int, epoch: int) -> list[list[int]]:
+    sampler.set_epoch(epoch)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, sampler=sampler)
+    return [b.tolist() for (b,) in loader]
+
+
+@pytest.mark.parametrize("n", [50, 48])  # 50: a short last batch (2 = 1 per rank); 48: 6 full batches
+def test_distributed_sampler_splits_the_one_process_batches(n: int) -> None:
+    """World size 2, per-rank batch 4: the ranks' k-th batches interleaved are the 1-process k-th batch
+    of size 8 (rank 0 positions 0, 2, 4, 6 of it), for every k and epoch, and they partition the data."""
+    data = torch.utils.data.TensorDataset(torch.arange(n))
+    for epoch in range(4):
+        one = _batches(data, EpochSeededSampler(data, seed=3), 8, epoch)
+        ranks = [
+            _batches(data, EpochSeededDistributedSampler(data, 3, num_replicas=2, rank=r), 4, epoch)
+            for r in (0, 1)
+        ]
+        assert len(ranks[0]) == len(ranks[1]) == len(one) == math.ceil(n / 8)
+        for k, batch in enumerate(one):
+            assert ranks[0][k] == batch[0::2] and ranks[1][k] == batch[1::2], (epoch, k)
+        assert sorted(sum(ranks[0] + ranks[1], [])) == list(range(n))
+    assert one != _batches(data, EpochSeededSampler(data, seed=3), 8, 0)  # epochs differ
+
+
+def test_distributed_sampler_pads_by_wrapping_and_advances() -> None:
+    """n = 11 over 3 ranks: perm + perm[:1] split 4/4/4, like DistributedSampler; iterating again without
+    set_epoch gives the next epoch's order, as EpochSeededSampler does."""
+    data = torch.utils.data.TensorDataset(torch.arange(11))
+    perm = list(EpochSeededSampler(data, seed=5))
+    samplers = [EpochSeededDistributedSampler(data, 5, num_replicas=3, rank=r) for r in range(3)]
+    assert [list(s) for s in samplers] == [(perm + perm[:1])[r::3] for r in range(3)]
+    assert all(len(s) == 4 for s in samplers)
+    single = EpochSeededSampler(data, seed=5)
+    single.set_epoch(1)
+    assert list(samplers[0]) == list(single)[0::3][:4]
+
+
+def test_train_loader_is_distributed_only_under_ddp(cifar10_data: SimpleNamespace) -> None:
+    """``train_dataloader`` picks the distributed sampler from the attached trainer's world size."""
+    dm = CIFAR10(data_dir=cifar10_data.root, val_size=20, batch_size=60, seed=2)
+    assert type(dm.train_dataloader().sampler) is EpochSeededSampler  # no trainer
+    dm.trainer = SimpleNamespace(world_size=1, global_rank=0, training=False)
+    assert type(dm.train_dataloader().sampler) is EpochSeededSampler
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, training=False)
+    sampler = dm.train_dataloader().sampler
+    assert isinstance(sampler, EpochSeededDistributedSampler)
+    assert (sampler.num_replicas, sampler.rank, sampler.seed, len(sampler)) == (2, 1, 2, 90)
+
+
 def test_trainer_integration_epochs_and_augment(cifar10_data: SimpleNamespace) -> None:
     """Under a real Trainer: epoch orders follow (seed, epoch) and only training batches are augmented."""
     from lightning.pytorch import LightningModule, Trainer
@@ -289,6 +343,38 @@ def test_cifar_round_trip(cls: type, fixture: str, n_classes: int, request: pyte
     np.testing.assert_array_equal(dm.test_dataset.tensors[1].numpy(), data.test_y[:30])
     np.testing.assert_array_equal((dm.test_dataset.tensors[0] * 255).round().byte().numpy(), data.test_x[:30])
     assert dm.classes == data.classes
+
+
+# ----- SVHN ----------------------------------------------------------------------------------------------
+def test_svhn_reads_the_matlab_layout(tmp_path: Path) -> None:
+    """torchvision's files: X (32, 32, 3, N) as (row, column, channel, image), y (N, 1) in 1..10 with 10
+    for the digit 0. Images come back (N, 3, 32, 32) pixel for pixel, and label 10 becomes 0."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(7)
+    splits = {}
+    for name, n in (("train", 60), ("test", 12)):
+        x = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+        y = rng.integers(0, 10, n)
+        y[:3] = [0, 9, 1]
+        savemat(
+            tmp_path / f"{name}_32x32.mat",
+            {"X": x.transpose(2, 3, 1, 0), "y": np.where(y == 0, 10, y)[:, None]},
+        )
+        splits[name] = (x, y)
+    dm = SVHN(data_dir=str(tmp_path), val_size=10, test_subset=12)
+    assert dm.augment is False and dm.missing_files() == []
+    dm.prepare_data()
+    dm.setup()
+    x, y = dm.train_dataset.tensors
+    idx = dm.train_indices.numpy()
+    np.testing.assert_array_equal((x * 255).round().byte().numpy(), splits["train"][0][idx])
+    np.testing.assert_array_equal(y.numpy(), splits["train"][1][idx])
+    np.testing.assert_array_equal(dm.test_dataset.tensors[1].numpy(), splits["test"][1])
+    assert dm.test_dataset.tensors[1][:3].tolist() == [0, 9, 1]
+    (tmp_path / "test_32x32.mat").unlink()
+    with pytest.raises(DataNotFoundError, match="test_32x32.mat"):
+        SVHN(data_dir=str(tmp_path)).setup("test")
 
 
 def _is_crop_of(out: torch.Tensor, img: torch.Tensor, pad: int) -> bool:
