@@ -15,7 +15,10 @@ Differences from a plain ``LightningCLI``:
   writes JSON + Markdown tables (:meth:`lit_robust.trainer.RobustTrainer.evaluate`);
 - ``plot RUN_DIR [--out DIR]`` draws PNG plots from a run's CSV logs (:mod:`lit_robust.plot`; no model
   or config needed);
-- bad input (a :class:`~lit_robust.errors.LitRobustError`) prints one ``error:`` line and exits 2.
+- bad input (a :class:`~lit_robust.errors.LitRobustError`) prints one ``error:`` line and exits 2;
+- ``--ckpt_path`` loads weights only: the config and command line define the model (Lightning would
+  replace them with the hyperparameters saved in the checkpoint, silently dropping e.g. an
+  ``--model.init_args.eps`` given to test or evaluate a checkpoint at another radius).
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ class RobustCLI(LightningCLI):
         super().__init__(
             RobustClassifier, RobustDataModule, args=args, run=run, parser_kwargs=parser_kwargs, **kwargs
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Leave the parsed config as it is (see the module docstring): the configs are complete, and the
+        checkpoint's weights are checked against the configured net when they load."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:

@@ -12,6 +12,23 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _finish_wandb_runs():
+    """End any W&B run a test leaves open, and W&B's service process: Lightning's WandbLogger attaches to
+    a run already in progress, and the service resolves relative paths (the presets' ``save_dir: logs``)
+    from the working directory it started in, so a later test's run would be written into an earlier
+    test's folder."""
+    yield
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:
+        if getattr(wandb, "run", None) is not None:
+            wandb.finish()
+        wandb.teardown()
+
 _IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",

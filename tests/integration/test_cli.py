@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lit_robust.cli import main
 
@@ -82,6 +83,13 @@ def test_test_subcommand_on_the_checkpoint(fitted, mnist_root):
     assert (
         float(metrics["test/clean_acc"]) > 0.5
     )  # PGD-AT at eps 0.3 for one short epoch still learns something
+
+    # the command line, not the hyperparameters saved in the checkpoint (eps 0.3), sets the threat model
+    smaller = ["--model.init_args.eps=0.1", "--model.init_args.eval_attack.init_args.eps=0.1"]
+    at_01 = main(["test", *tiny(mnist_root, save_dir), f"--ckpt_path={ckpt}", *smaller])
+    assert at_01.model.eps == 0.1 and at_01.model.eval_attack.eps == 0.1
+    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["eps"] == 0.3
+    assert float(at_01.trainer.callback_metrics["test/robust_acc"]) > float(metrics["test/robust_acc"])
 
 
 def test_validate_works_even_with_inference_mode(fitted, mnist_root, tmp_path):
