@@ -29,6 +29,7 @@ def _finish_wandb_runs():
             wandb.finish()
         wandb.teardown()
 
+
 _IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
