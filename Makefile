@@ -40,8 +40,12 @@ demo: install data
 test: install-dev eval-deps data
 	$(BIN)/python -m pytest
 
+# Speed targets: PGD-AT vs a hand-written loop, EntropySGD-AT vs PGD-AT (<= 1.1x per gradient evaluation),
+# AROVR^g vs backprop (<= 3x per epoch). Results also go to benchmarks/results/*.json.
 bench: install-dev data
 	$(BIN)/python benchmarks/bench_pgd_at.py
+	$(BIN)/python benchmarks/bench_entropysgd.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_arovr.py
 
 lint: install-dev
 	$(BIN)/ruff check lit_robust tests scripts benchmarks
