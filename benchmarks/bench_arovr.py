@@ -14,16 +14,12 @@ Results are printed and written to benchmarks/results/arovr.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import torch
-from lightning.pytorch import Trainer
-from torch.utils.data import DataLoader, TensorDataset
+from _timing import mnist_loader, timed_epoch, write_result
+from torch.utils.data import DataLoader
 
-from lit_robust.data import MNIST
 from lit_robust.methods.arovr import AROVR
 from lit_robust.nets.lifted import LiftedMLP
 
@@ -42,23 +38,7 @@ def make_module(variant: str) -> AROVR:
 
 
 def lightning_epoch(variant: str, loader: DataLoader, device: str) -> float:
-    model = make_module(variant)
-    trainer = Trainer(
-        max_epochs=1,
-        accelerator=device,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        inference_mode=False,
-    )
-    start = time.perf_counter()
-    trainer.fit(model, train_dataloaders=loader)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return timed_epoch(make_module(variant), loader, device)[0]
 
 
 def bare_step_ms(variant: str, batches: list, device: str, n_steps: int = 40) -> float:
@@ -93,9 +73,7 @@ def main() -> None:
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
-    dm = MNIST(data_dir=args.data_dir, train_subset=args.n, val_size=10_000)
-    dm.setup("fit")
-    loader = DataLoader(TensorDataset(*dm.train_dataset.tensors), batch_size=50, shuffle=False)
+    loader = mnist_loader(args.n, args.data_dir, batch_size=50, val_size=10_000)
     batches = [b for _, b in zip(range(20), loader, strict=False)]
     lightning_epoch("bp", loader, args.device)  # warm-up (imports, first-call overheads)
     epochs: dict[str, list[float]] = {v: [] for v in ("bp", "arovr_g")}
@@ -115,15 +93,10 @@ def main() -> None:
         "paper_ratio": 5.0,
         "target_ratio": 3.0,
         "device": args.device,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor(),
     }
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "arovr.json").write_text(json.dumps(result, indent=2))
-    print(f"\n{result['benchmark']} ({args.device}, {result['threads']} thread(s), best of {args.repeats})\n")
+    write_result("arovr", result)
+    threads = torch.get_num_threads()
+    print(f"\n{result['benchmark']} ({args.device}, {threads} thread(s), best of {args.repeats})\n")
     print("| | backprop | AROVR^g_{a,b} | ratio (paper ~5x, target <= 3x) |")
     print("|---|---:|---:|---:|")
     print(f"| Lightning epoch (s) | {bp_s:.2f} | {g_s:.2f} | {g_s / bp_s:.2f}x |")

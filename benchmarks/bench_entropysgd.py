@@ -16,18 +16,13 @@ benchmarks/results/entropysgd_{net}.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import time
-from pathlib import Path
 
 import torch
-from lightning.pytorch import Trainer
-from torch.utils.data import DataLoader, TensorDataset
+from _timing import mnist_loader, timed_epoch, write_result
+from torch.utils.data import DataLoader
 
 from lit_robust.attacks import PGD
-from lit_robust.data import MNIST
 from lit_robust.methods import PGDAT
 from lit_robust.methods.entropysgd_at import AWPAT, EntropySGDAT
 from lit_robust.nets import MLP, SmallCNN
@@ -60,21 +55,7 @@ def variants(L: int) -> dict:
 
 def epoch_seconds(build, net_kind: str, loader: DataLoader) -> tuple[float, float]:
     """(wall, CPU) seconds of one training epoch."""
-    model = build(make_net(net_kind), PGD(0.3, steps=10, alpha=0.04, keep_best=False))
-    trainer = Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        inference_mode=False,
-    )
-    start, cpu = time.perf_counter(), time.process_time()
-    trainer.fit(model, train_dataloaders=loader)
-    return time.perf_counter() - start, time.process_time() - cpu
+    return timed_epoch(build(make_net(net_kind), PGD(0.3, steps=10, alpha=0.04, keep_best=False)), loader)
 
 
 def main() -> None:
@@ -85,9 +66,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data_dir", default="data")
     args = parser.parse_args()
-    dm = MNIST(data_dir=args.data_dir, train_subset=args.n, val_size=0)
-    dm.setup("fit")
-    loader = DataLoader(TensorDataset(*dm.train_dataset.tensors), batch_size=128, shuffle=False)
+    loader = mnist_loader(args.n, args.data_dir, batch_size=128)
     batches = len(loader)
     runs = variants(args.L)
     epoch_seconds(runs["PGD-AT (SGD)"], args.net, loader)  # warm-up (imports, first-call overheads)
@@ -113,13 +92,8 @@ def main() -> None:
         "all_epoch_seconds": wall,
         "all_epoch_cpu_seconds": cpu,
         "load_average_at_end": list(os.getloadavg()),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
     }
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"entropysgd_{args.net}.json").write_text(json.dumps(result, indent=2))
+    write_result(f"entropysgd_{args.net}", result)
     print(result["benchmark"])
     for name, t in per_grad.items():
         ratio, cpu_ratio = result["ratio_to_pgd_at"][name], result["cpu_ratio_to_pgd_at"][name]

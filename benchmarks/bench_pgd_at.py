@@ -10,18 +10,14 @@ within 10% of the hand-written loop. Results are printed and written to benchmar
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Trainer
-from torch.utils.data import DataLoader, TensorDataset
+from _timing import mnist_loader, timed_epoch, write_result
+from torch.utils.data import DataLoader
 
 from lit_robust.attacks import PGD
-from lit_robust.data import MNIST
 from lit_robust.methods import PGDAT
 from lit_robust.nets import MLP, SmallCNN
 
@@ -50,21 +46,7 @@ def hand_written_epoch(net: torch.nn.Module, loader: DataLoader) -> float:
 
 
 def lightning_epoch(net: torch.nn.Module, loader: DataLoader) -> float:
-    model = PGDAT(net=net, eps=0.3, train_attack=attack())
-    trainer = Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        inference_mode=False,
-    )
-    start = time.perf_counter()
-    trainer.fit(model, train_dataloaders=loader)
-    return time.perf_counter() - start
+    return timed_epoch(PGDAT(net=net, eps=0.3, train_attack=attack()), loader)[0]
 
 
 def main() -> None:
@@ -74,9 +56,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data_dir", default="data")
     args = parser.parse_args()
-    dm = MNIST(data_dir=args.data_dir, train_subset=args.n, val_size=0)
-    dm.setup("fit")
-    loader = DataLoader(TensorDataset(*dm.train_dataset.tensors), batch_size=128, shuffle=False)
+    loader = mnist_loader(args.n, args.data_dir, batch_size=128)
     lightning_epoch(make_net(args.net), loader)  # warm-up (imports, first-call overheads)
     hand, lit = [], []
     for _ in range(args.repeats):
@@ -87,13 +67,8 @@ def main() -> None:
         "hand_written_s": min(hand),
         "lit_robust_s": min(lit),
         "overhead": min(lit) / min(hand) - 1,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
     }
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"pgd_at_{args.net}.json").write_text(json.dumps(result, indent=2))
+    write_result(f"pgd_at_{args.net}", result)
     print(
         f"{result['benchmark']}: hand-written {result['hand_written_s']:.2f} s, lit_robust "
         f"{result['lit_robust_s']:.2f} s, overhead {100 * result['overhead']:+.1f}% (best of {args.repeats})"
