@@ -48,7 +48,7 @@ class AWP:
     Usage (any method, with or without EntropySGD)::
 
         v = awp.perturbation(net, lambda: loss_fn())      # loss at the current weights
-        with awp.perturbed(net, v):                       # weights theta + v
+        with AWP.perturbed(v):                            # weights theta + v
             loss = loss_fn(); loss.backward()             # gradient at theta + v
         optimizer.step()                                  # update applied to theta
 
