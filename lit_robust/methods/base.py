@@ -85,6 +85,25 @@ class RobustClassifier(LightningModule):
             self.metrics[key] = MulticlassAccuracy(num_classes=num_classes, average="micro").to(self.device)
         return self.metrics[key]
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse, with one error naming ``model.net``, a checkpoint whose net weights do not fit the
+        configured net (``fit``/``validate``/``test --ckpt_path``; ``evaluate`` checks the same itself)."""
+        own = {k: tuple(v.shape) for k, v in self.state_dict().items() if k.startswith("net.")}
+        saved = {
+            k: tuple(v.shape) for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("net.")
+        }
+        problems = [f"missing {k}" for k in sorted(own.keys() - saved.keys())]
+        problems += [f"unexpected {k}" for k in sorted(saved.keys() - own.keys())]
+        problems += [
+            f"{k}: {saved[k]} vs {own[k]}" for k in sorted(own.keys() & saved.keys()) if saved[k] != own[k]
+        ]
+        if problems:
+            raise ConfigError(
+                f"the checkpoint does not fit model.net ({type(self.net).__name__}): "
+                + "; ".join(problems[:5])
+                + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+            )
+
     def bind_attack(self, attack: Attack) -> Attack:
         """Give an attack whose ``eps``/``norm`` are left open this module's threat model."""
         if not isinstance(attack, Attack):

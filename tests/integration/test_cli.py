@@ -198,6 +198,18 @@ def test_missing_data_dir(tmp_path, capsys):
     assert str(missing) in err and "fetch_offline_data.sh" in err and "download" in err
 
 
+@pytest.mark.parametrize("subcommand", ["test", "validate"])
+def test_checkpoint_of_another_net(fitted, mnist_root, tmp_path, capsys, subcommand):
+    """A checkpoint of the demo SmallCNN (16-32 channels) given to a wider net: one error naming model.net
+    and the first mismatching weight, before anything runs."""
+    cli, _ = fitted
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    wider = "--model.init_args.net.init_args.channels=[16,64]"
+    err = run_error([subcommand, *tiny(mnist_root, tmp_path), wider, f"--ckpt_path={ckpt}"], capsys)
+    assert "checkpoint does not fit model.net (SmallCNN)" in err and "net.features" in err
+    assert "(64, 16, " in err and "(32, 16, " in err
+
+
 def test_net_that_does_not_fit_the_data(cifar10_data, tmp_path, capsys):
     args = tiny(
         cifar10_data.root,
