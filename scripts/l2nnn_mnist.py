@@ -53,7 +53,7 @@ RUNS = {
     "noisy75": ("L2NNN, 75% random labels", "configs/mnist_l2nnn_noisy.yaml", NOISY_CPU, "last"),
 }
 #: evaluate's test images per run when --test_subset is not given (CW-1000 costs ~10 CPU-s per image)
-EVAL_IMAGES = {"model3": 200, "model4": 100}
+EVAL_IMAGES = {"model3": 200, "model4": 200}
 CW = {
     f"cw-l2-{steps}": {"class_path": "lit_robust.attacks.CarliniWagnerL2", "init_args": {"steps": steps}}
     for steps in (100, 1000)
