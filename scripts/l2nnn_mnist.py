@@ -7,7 +7,7 @@ configs/mnist_l2nnn*.yaml, then
 - ``evaluate`` on the first ``--test_subset`` test images at L_2 eps 3: Carlini-Wagner L_2 with 100 and
   1000 iterations per binary-search step (the paper's Table 1 rows), PGD-20 and APGD-CE.
 
-    python scripts/l2nnn_mnist.py [--data_dir data] [--test_subset N] [--runs model3 model4 noisy75]
+    python scripts/l2nnn_mnist.py [--data_dir data] [--test_subset 200] [--runs model3 model4 noisy75]
                                   [--fit_only]
 
 Every ``python -m lit_robust`` command is printed; finished fits, tests and evaluations are recorded under
@@ -52,8 +52,6 @@ RUNS = {
     "model4": ("L2NNN + adv. training (Model 4)", "configs/mnist_l2nnn_adv.yaml", [*CPU, *ADV_CPU], "ckpt"),
     "noisy75": ("L2NNN, 75% random labels", "configs/mnist_l2nnn_noisy.yaml", NOISY_CPU, "last"),
 }
-#: evaluate's test images per run when --test_subset is not given (CW-1000 costs ~10 CPU-s per image)
-EVAL_IMAGES = {"model3": 200, "model4": 200}
 CW = {
     f"cw-l2-{steps}": {"class_path": "lit_robust.attacks.CarliniWagnerL2", "init_args": {"steps": steps}}
     for steps in (100, 1000)
@@ -101,9 +99,8 @@ def diagnostics(args: list[str], ckpt: str, n_images: int = 1000) -> dict:
     }
 
 
-def run(key: str, data_dir: str, test_subset: int | None, out_dir: Path, fit_only: bool) -> dict | None:
+def run(key: str, data_dir: str, test_subset: int, out_dir: Path, fit_only: bool) -> dict | None:
     name, config, extra, which = RUNS[key]
-    test_subset = test_subset or EVAL_IMAGES.get(key, 200)
     common = [
         "--config",
         config,
@@ -195,7 +192,7 @@ def tables(rows: list[dict]) -> str:
 def main_script() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default="data")
-    parser.add_argument("--test_subset", type=int, default=None, help=f"default {EVAL_IMAGES}")
+    parser.add_argument("--test_subset", type=int, default=200)
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--out_dir", default="docs/l2nnn")
     parser.add_argument("--fit_only", action="store_true", help="train (and record) only")
