@@ -63,15 +63,13 @@ class RobustTrainer(Trainer):
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         if "state_dict" not in state:
             raise ConfigError(f"--ckpt_path {ckpt_path!r} is not a Lightning checkpoint (no state_dict)")
+        model.on_load_checkpoint(state)  # the check of fit/test: the net's weights fit model.net
         weights = {k: v for k, v in state["state_dict"].items() if not k.startswith("metrics.")}
         try:
             model.load_state_dict(weights, strict=False)
-        except RuntimeError as err:
+        except RuntimeError as err:  # a loss parameter outside the net (e.g. L2NNN's u) of another shape
             first = str(err).strip().splitlines()[0]
-            raise ConfigError(f"checkpoint {ckpt_path!r} does not fit model.net: {first}") from None
-        missing = [k for k in model.state_dict() if k.startswith("net.") and k not in weights]
-        if missing:
-            raise ConfigError(f"checkpoint {ckpt_path!r} lacks weights of model.net: {missing[:5]}")
+            raise ConfigError(f"checkpoint {ckpt_path!r} does not fit model: {first}") from None
 
         datamodule.setup("test" if split == "test" else "validate")
         loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()

@@ -271,7 +271,11 @@ class RobustDataModule(LightningDataModule, ABC):
             raise ImportError(f"torchvision is not usable: {err}") from err
         dataset_cls = getattr(tv_datasets, self.torchvision_name)
         for train in (True, False):
-            dataset_cls(str(self.root), train=train, download=True)
+            dataset_cls(str(self.root), download=True, **self.torchvision_split(train))
+
+    def torchvision_split(self, train: bool) -> dict[str, Any]:
+        """How the torchvision class names a split: ``train=True/False`` (SVHN: ``split=...``)."""
+        return {"train": train}
 
     # ----- Lightning hooks ---------------------------------------------------------------------------
     @property

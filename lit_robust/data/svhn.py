@@ -54,14 +54,8 @@ class SVHN(RobustDataModule):
         x, y = read_svhn_mat(self.root / self.FILES[train])
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    def download_with_torchvision(self) -> None:
-        """torchvision's SVHN takes ``split`` instead of ``train``."""
-        try:
-            from torchvision.datasets import SVHN as TorchvisionSVHN
-        except (ImportError, RuntimeError) as err:
-            raise ImportError(f"torchvision is not usable: {err}") from err
-        for split in ("train", "test"):
-            TorchvisionSVHN(str(self.root), split=split, download=True)
+    def torchvision_split(self, train: bool) -> dict[str, Any]:
+        return {"split": "train" if train else "test"}
 
     def offline_hint(self) -> str:
         return (

@@ -87,11 +87,16 @@ class RobustClassifier(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse, with one error naming ``model.net``, a checkpoint whose net weights do not fit the
-        configured net (``fit``/``validate``/``test --ckpt_path``; ``evaluate`` checks the same itself)."""
-        own = {k: tuple(v.shape) for k, v in self.state_dict().items() if k.startswith("net.")}
-        saved = {
-            k: tuple(v.shape) for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("net.")
-        }
+        configured net (``fit``/``validate``/``test --ckpt_path`` through Lightning, and ``evaluate``)."""
+
+        def shapes(state: dict) -> dict[str, tuple | None]:  # None: extra state (e.g. a weight scheme)
+            return {
+                k: tuple(v.shape) if isinstance(v, torch.Tensor) else None
+                for k, v in state.items()
+                if k.startswith("net.")
+            }
+
+        own, saved = shapes(self.state_dict()), shapes(checkpoint.get("state_dict", {}))
         problems = [f"missing {k}" for k in sorted(own.keys() - saved.keys())]
         problems += [f"unexpected {k}" for k in sorted(saved.keys() - own.keys())]
         problems += [

@@ -198,7 +198,7 @@ def test_missing_data_dir(tmp_path, capsys):
     assert str(missing) in err and "fetch_offline_data.sh" in err and "download" in err
 
 
-@pytest.mark.parametrize("subcommand", ["test", "validate"])
+@pytest.mark.parametrize("subcommand", ["test", "validate", "evaluate"])
 def test_checkpoint_of_another_net(fitted, mnist_root, tmp_path, capsys, subcommand):
     """A checkpoint of the demo SmallCNN (16-32 channels) given to a wider net: one error naming model.net
     and the first mismatching weight, before anything runs."""
