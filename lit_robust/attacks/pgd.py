@@ -30,6 +30,8 @@ class PGD(Attack):
         steps: number of gradient steps (>= 1).
         alpha: step size; default ``2.5 * eps / steps`` (Madry et al.), following eps.
         random_start: start from a uniform sample of the eps-ball instead of x.
+        init_std: with ``random_start``, start from x + init_std * N(0, I) (projected) instead of a uniform
+            sample of the ball: the small Gaussian start of the TRADES and MART reference code (0.001).
         restarts: independent runs; the worst case per sample is returned.
         targeted: move towards a target class instead of away from the label. Targets are passed as
             ``attack(model, x, y, target=t)`` or else drawn per ``target_mode``.
@@ -47,6 +49,7 @@ class PGD(Attack):
         steps: int = 10,
         alpha: float | None = None,
         random_start: bool = True,
+        init_std: float | None = None,
         restarts: int = 1,
         targeted: bool = False,
         target_mode: str = "random",
@@ -59,6 +62,7 @@ class PGD(Attack):
         self.steps = check_int(steps, "steps")
         self.alpha = None if alpha is None else check_eps(alpha, "alpha")
         self.random_start = bool(random_start)
+        self.init_std = None if init_std is None else check_eps(init_std, "init_std")
         self.restarts = check_int(restarts, "restarts")
         self.targeted = bool(targeted)
         if target_mode not in ("random", "least_likely"):
@@ -112,7 +116,13 @@ class PGD(Attack):
     def _run(self, model, x, y, target, generator, best: WorstCase | None) -> torch.Tensor:
         delta = torch.zeros_like(x)
         if self.random_start and self.eps > 0:
-            delta = self.project_delta(x, self.ball.random_init(x, generator))
+            if self.init_std is None:
+                start = self.ball.random_init(x, generator)
+            else:
+                start = self.init_std * torch.randn(
+                    x.shape, generator=generator, device=x.device, dtype=x.dtype
+                )
+            delta = self.project_delta(x, start)
         for _ in range(self.steps):
             delta.requires_grad_(True)
             logits = self.logits(model, x + delta)

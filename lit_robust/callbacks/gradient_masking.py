@@ -176,7 +176,8 @@ class GradientMaskingCheck(Callback):
             self._add("randomized", ((net(x) - out).flatten(1).abs().amax(1) > 1e-6).sum())
             clean = net(x).argmax(1) == y
         self._add("clean", clean.sum())
-        white = net_correct(net, pl_module.eval_attack(net, x, y), y)
+        # every robust count below is "correct clean AND under the attack"
+        white = net_correct(net, pl_module.eval_attack(net, x, y), y) & clean
         self._add("whitebox", white.sum())
         black = self.random_vertices(net, x, y, eps, norm) & clean
         self._add("blackbox", black.sum())
@@ -186,11 +187,15 @@ class GradientMaskingCheck(Callback):
         for i, factor in enumerate(self.eps_factors):
             self._add(
                 f"eps_{i}",
-                net_correct(net, self._pgd(pl_module, factor * eps, self.base_steps)(net, x, y), y).sum(),
+                (
+                    net_correct(net, self._pgd(pl_module, factor * eps, self.base_steps)(net, x, y), y)
+                    & clean
+                ).sum(),
             )
         big = 1.0 if norm == "inf" else math.sqrt(x[0].numel())
         self._add(
-            "large_eps", net_correct(net, self._pgd(pl_module, big, self.base_steps)(net, x, y), y).sum()
+            "large_eps",
+            (net_correct(net, self._pgd(pl_module, big, self.base_steps)(net, x, y), y) & clean).sum(),
         )
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

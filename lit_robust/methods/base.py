@@ -31,6 +31,17 @@ def _adam(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
 
 
+def robust_predictions(clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Predictions whose accuracy is robust accuracy: the adversarial prediction where the clean one is
+    correct, the (wrong) clean one elsewhere, so a sample counts only if it is correct clean AND under
+    attack (an attack that "fixes" a wrong clean prediction never raises robust accuracy):
+
+        robust_i = [argmax f(x_i) = y_i] * [argmax f(x'_i) = y_i]
+    """
+    clean_pred = clean_logits.argmax(dim=1)
+    return torch.where(clean_pred == y, adv_logits.argmax(dim=1), clean_pred)
+
+
 class RobustClassifier(LightningModule):
     """Base module: ``net`` maps [0,1] images to logits; methods define ``training_loss``.
 
@@ -125,10 +136,18 @@ class RobustClassifier(LightningModule):
         """The method's loss on one training batch. Override this (and only this) in a method."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_loss(batch)")
 
-    def log_accuracy(self, stage: str, kind: str, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """Update and log ``{stage}/{kind}_acc`` (kind: clean or robust) from logits."""
+    def log_accuracy(
+        self,
+        stage: str,
+        kind: str,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        num_classes: int | None = None,
+    ) -> None:
+        """Update and log ``{stage}/{kind}_acc`` (kind: clean or robust) from logits (N, K), or from
+        integer predictions (N,) with ``num_classes``."""
         key = f"{stage}_{kind}"
-        metric = self._acc(key, logits.shape[1])
+        metric = self._acc(key, num_classes if num_classes is not None else logits.shape[1])
         metric(logits.detach(), y)
         self.log(
             f"{stage}/{kind}_acc",
@@ -156,7 +175,8 @@ class RobustClassifier(LightningModule):
         with torch.no_grad():
             adv_logits = self(x_adv)
         self.log(f"{stage}/robust_loss", F.cross_entropy(adv_logits, y), on_epoch=True, sync_dist=True)
-        self.log_accuracy(stage, "robust", adv_logits, y)
+        # robust accuracy counts a sample only if it is correct clean AND under attack
+        self.log_accuracy(stage, "robust", robust_predictions(logits, adv_logits, y), y, logits.shape[1])
 
     def log_evaluation_extras(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Hook for a method's own validation/test metrics from the clean logits (default: none)."""

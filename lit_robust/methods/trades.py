@@ -13,7 +13,7 @@ import torch
 from lit_robust.attacks import TRADESKL, Attack
 from lit_robust.attacks.base import check_eps
 from lit_robust.losses import trades
-from lit_robust.methods.base import RobustClassifier
+from lit_robust.methods.base import RobustClassifier, robust_predictions
 
 
 class TRADES(RobustClassifier):
@@ -37,5 +37,5 @@ class TRADES(RobustClassifier):
         x_adv = self.train_attack(self.net, x, y)
         logits, logits_adv = self(x), self(x_adv)
         self.log_accuracy("train", "clean", logits, y)
-        self.log_accuracy("train", "robust", logits_adv, y)
+        self.log_accuracy("train", "robust", robust_predictions(logits, logits_adv, y), y, logits.shape[1])
         return trades(logits, logits_adv, y, self.beta).mean()

@@ -100,7 +100,8 @@ def test_t3_appendix_d_ce_maximiser_is_not_adversarial_but_beta_is():
     assert torch.allclose((x_pgd - u) * 2.0, torch.tensor([[0.0, 0.8]]), atol=1e-4)
     assert accuracy(net, x_pgd, y) == 1.0
     # BETA: both targets reach the margin 0.8 sqrt(2) - 1 > 0 at p0 + (-+0.8, 0.8)/sqrt(2)
-    res = BETA(eps, "2", steps=20, seed=0).run(net, u, y)
+    # the paper's optimiser (RMSprop) on its Appendix D toy; the L_2 default is normalised steps
+    res = BETA(eps, "2", steps=20, optimizer="rmsprop", seed=0).run(net, u, y)
     assert torch.equal(res.targets, torch.tensor([[1, 2]]))
     assert torch.allclose(res.margins, torch.full((1, 2), 0.8 * math.sqrt(2) - 1), atol=1e-3)
     assert res.j_star.item() in (1, 2)
