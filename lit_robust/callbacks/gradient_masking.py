@@ -176,8 +176,11 @@ class GradientMaskingCheck(Callback):
             self._add("randomized", ((net(x) - out).flatten(1).abs().amax(1) > 1e-6).sum())
             clean = net(x).argmax(1) == y
         self._add("clean", clean.sum())
-        # every robust count below is "correct clean AND under the attack"
-        white = net_correct(net, pl_module.eval_attack(net, x, y), y) & clean
+
+        def robust(attack) -> torch.Tensor:  # every robust count: correct clean AND under the attack
+            return net_correct(net, attack(net, x, y), y) & clean
+
+        white = robust(pl_module.eval_attack)
         self._add("whitebox", white.sum())
         black = self.random_vertices(net, x, y, eps, norm) & clean
         self._add("blackbox", black.sum())
@@ -187,15 +190,12 @@ class GradientMaskingCheck(Callback):
         for i, factor in enumerate(self.eps_factors):
             self._add(
                 f"eps_{i}",
-                (
-                    net_correct(net, self._pgd(pl_module, factor * eps, self.base_steps)(net, x, y), y)
-                    & clean
-                ).sum(),
+                robust(self._pgd(pl_module, factor * eps, self.base_steps)).sum(),
             )
         big = 1.0 if norm == "inf" else math.sqrt(x[0].numel())
         self._add(
             "large_eps",
-            (net_correct(net, self._pgd(pl_module, big, self.base_steps)(net, x, y), y) & clean).sum(),
+            robust(self._pgd(pl_module, big, self.base_steps)).sum(),
         )
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
