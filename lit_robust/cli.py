@@ -4,15 +4,17 @@ training.
 Differences from a plain ``LightningCLI``:
 
 - model and data are chosen by class (subclass mode): ``--model PGDAT --data MNIST`` or ``class_path``
-  in the YAML; every method in :mod:`lit_robust.methods` and datamodule in :mod:`lit_robust.data` is
-  listed by ``--help``;
+  in the YAML; every method and datamodule of :mod:`lit_robust.registry` is listed by ``--help``;
+- ``--model X --model.help`` describes X (jsonargparse alone would describe the base class);
 - configs are parsed with omegaconf, so ``${model.init_args.eps}`` interpolation works;
 - ``trainer.inference_mode`` defaults to False: Lightning's inference mode would silently disable the
   gradient attacks of validation and test;
-- the logger defaults to CSV under ``logs/`` (no account needed); W&B is one config line away;
+- the logger defaults to CSV under ``logs/`` (no account needed); W&B is one config line away and, without
+  its own ``save_dir``, writes beside the CSV logs;
 - re-running into the same log directory overwrites its saved ``config.yaml``;
 - ``evaluate --ckpt_path C [--suite standard|table|quick]`` runs a suite of attacks on the test split and
-  writes JSON + Markdown tables (:meth:`lit_robust.trainer.RobustTrainer.evaluate`);
+  writes JSON + Markdown tables (:meth:`lit_robust.trainer.RobustTrainer.evaluate`); ``--checks N`` adds
+  the diagnostics (gaps, Lipschitz estimates, masking checks) of the first N images;
 - ``plot RUN_DIR [--out DIR]`` draws PNG plots from a run's CSV logs (:mod:`lit_robust.plot`; no model
   or config needed);
 - bad input (a :class:`~lit_robust.errors.LitRobustError`) prints one ``error:`` line and exits 2;
@@ -28,12 +30,11 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
 
-import lit_robust.callbacks  # noqa: F401  (registers the callbacks for short names)
-import lit_robust.data  # noqa: F401  (registers the datamodules as subclasses for --help)
-import lit_robust.methods  # noqa: F401  (registers the methods)
+import lit_robust.callbacks  # noqa: F401  (the callbacks' short names)
 from lit_robust.data import RobustDataModule
 from lit_robust.errors import LitRobustError
 from lit_robust.methods import RobustClassifier
+from lit_robust.registry import DATAMODULES, METHODS  # noqa: F401  (imported: listed by --help)
 from lit_robust.trainer import RobustTrainer
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -56,11 +57,26 @@ class RobustCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("trainer_class", RobustTrainer)
+        if args is None or isinstance(args, list | tuple):
+            args = help_for_chosen_class(sys.argv[1:] if args is None else list(args))
         parser_kwargs = kwargs.pop("parser_kwargs", {})
         parser_kwargs.setdefault("parser_mode", "omegaconf")
         super().__init__(
             RobustClassifier, RobustDataModule, args=args, run=run, parser_kwargs=parser_kwargs, **kwargs
         )
+
+    def before_instantiate_classes(self) -> None:
+        """A ``WandbLogger`` without its own ``save_dir`` writes next to the other loggers (the CSV
+        logger's ``logs/`` by default), not into the current directory."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = config.trainer.logger
+        loggers = loggers if isinstance(loggers, list) else [loggers]
+        args = [lg.init_args for lg in loggers if hasattr(lg, "class_path")]
+        folders = [a.save_dir for a in args if a.get("save_dir") not in (None, ".")]
+        root = folders[0] if folders else (config.trainer.default_root_dir or ".")
+        for logger, init_args in zip([lg for lg in loggers if hasattr(lg, "class_path")], args, strict=True):
+            if logger.class_path.endswith("WandbLogger") and init_args.get("save_dir") in (None, "."):
+                init_args.save_dir = root
 
     def _parse_ckpt_path(self) -> None:
         """Leave the parsed config as it is (see the module docstring): the configs are complete, and the
@@ -70,6 +86,23 @@ class RobustCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         """Lightning's subcommands plus ``evaluate``."""
         return {**LightningCLI.subcommands(), "evaluate": {"model", "datamodule"}}
+
+
+def help_for_chosen_class(argv: list[str]) -> list[str]:
+    """``--model X --model.help`` -> ``--model X --model.help X`` (same for ``--data``): jsonargparse's
+    bare ``--model.help`` describes the base class, not the one chosen on the command line."""
+    out = list(argv)
+    for key in ("model", "data"):
+        chosen = None
+        for i, arg in enumerate(out):
+            if arg == f"--{key}" and i + 1 < len(out):
+                chosen = out[i + 1]
+            elif arg.startswith(f"--{key}="):
+                chosen = arg.split("=", 1)[1]
+            elif arg == f"--{key}.help" and chosen and (i + 1 == len(out) or out[i + 1].startswith("-")):
+                out.insert(i + 1, chosen)
+                break
+    return out
 
 
 def main(args: list[str] | None = None, run: bool = True) -> RobustCLI | list:

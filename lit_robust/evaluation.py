@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lit_robust.attacks import APGD, BETA, PGD, Attack, AutoAttack, CarliniWagnerL2
-from lit_robust.certify import certified_correct, net_certificate
+from lit_robust.diagnostics.gaps import certified_correct, net_certificate
 from lit_robust.errors import ConfigError
 
 OWN = "lit_robust"
@@ -106,6 +106,8 @@ class Report:
     #: for nets with a Lipschitz certificate: radius -> correct and certified at that L_2 radius
     certified: dict[float, torch.Tensor] = field(default_factory=dict)
     certificate: dict = field(default_factory=dict)
+    #: ``evaluate --checks``: diagnostics of :func:`lit_robust.diagnostics.run_checks`
+    checks: dict = field(default_factory=dict)
 
     @property
     def worst_case(self) -> torch.Tensor:
@@ -151,6 +153,7 @@ class Report:
                 if self.certified
                 else {}
             ),
+            **({"checks": self.checks} if self.checks else {}),
         }
 
     def to_markdown(self) -> str:
@@ -184,6 +187,17 @@ class Report:
             ]
             lines += ["| radius r | certified (%) |", "|---:|---:|"]
             lines += [f"| {r:g} | {100 * v.float().mean().item():.2f} |" for r, v in self.certified.items()]
+        if self.checks:
+            lines += [
+                "",
+                f"Diagnostics on the first {self.checks['n_samples']} samples (evaluate --checks):",
+                "",
+            ]
+            lines += ["| diagnostic | value |", "|---|---:|"]
+            for group in ("gaps", "lipschitz", "masking"):
+                lines += [f"| {group}/{k} | {v:.4g} |" for k, v in self.checks[group].items()]
+            raised = ", ".join(self.checks["flags"]) or "none"
+            lines += ["", f"Gradient-masking flags raised: {raised}."]
         return "\n".join(lines) + "\n"
 
     def write(self, directory: str | Path, stem: str) -> tuple[Path, Path]:
@@ -206,7 +220,7 @@ def run_attacks(
 ) -> Report:
     """Evaluate ``net`` (eval mode) on ``batches`` under every attack; attacks run on clean-correct points.
 
-    For a net with a Lipschitz certificate (:func:`lit_robust.certify.net_certificate`), also records
+    For a net with a Lipschitz certificate (:func:`lit_robust.diagnostics.gaps.net_certificate`), also records
     which points are certified at each L_2 radius in ``radii``."""
     net.eval()
     certificate = net_certificate(net)

@@ -116,11 +116,11 @@ def plot_gaps(data, histograms, out: Path) -> Path | None:
 
 
 def plot_lipschitz(data, out: Path) -> Path | None:
-    if "lipschitz/upper_bound" not in data and "lipschitz/lower_bound" not in data:
+    if "lipschitz/layer_product_estimate" not in data and "lipschitz/lower_bound" not in data:
         return None
     fig, (bounds, layers) = _figure(2)
     for key, label in (
-        ("lipschitz/upper_bound", "upper: prod of layer norms"),
+        ("lipschitz/layer_product_estimate", "estimate: prod of layer norms"),
         ("lipschitz/certificate", "certificate"),
         ("lipschitz/jacobian_max", "lower: max local Jacobian"),
         ("lipschitz/attack_pair_max", "lower: attack pairs"),

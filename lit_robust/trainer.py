@@ -9,9 +9,12 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_robust.attacks import Attack
+from lit_robust.checkpoint import load_module
+from lit_robust.diagnostics import run_checks
 from lit_robust.errors import ConfigError
 from lit_robust.evaluation import Report, build_suite, run_attacks
 from lit_robust.methods.base import RobustClassifier
+from lit_robust.validate import integer
 
 
 class RobustTrainer(Trainer):
@@ -28,6 +31,7 @@ class RobustTrainer(Trainer):
         split: str = "test",
         output_dir: str | None = None,
         radii: list[float] | None = None,
+        checks: int = 0,
     ) -> Report:
         """Evaluate a checkpoint under a suite of attacks; write a JSON and a Markdown table.
 
@@ -43,16 +47,18 @@ class RobustTrainer(Trainer):
                 directory next to ``checkpoints/``.
             radii: L_2 radii of the certified accuracy reported for nets with a Lipschitz certificate
                 (L2NNN); default the method's ``radii``, else its ``eps``.
+            checks: run the diagnostics of :func:`lit_robust.diagnostics.run_checks` (confidence gaps,
+                Lipschitz estimates, gradient-masking checks) on the first ``checks`` images of the split
+                and add them to the report (JSON ``checks``, a Markdown section); 0: none.
         """
         if ckpt_path is None:
             raise ConfigError("evaluate needs --ckpt_path (the checkpoint to evaluate)")
         ckpt = Path(ckpt_path)
-        if not ckpt.is_file():
-            raise ConfigError(f"--ckpt_path {ckpt_path!r} is not a file")
         if split not in ("test", "val"):
             raise ConfigError(f"--split must be 'test' or 'val', got {split!r}")
         if datamodule is None:
             raise ConfigError("evaluate needs data (--data or a config with data:)")
+        checks = integer("--checks", checks, 0)
         if self.world_size > 1:
             raise ConfigError("evaluate runs in one process: pass --trainer.devices 1")
         attack_suite = {
@@ -60,16 +66,7 @@ class RobustTrainer(Trainer):
             for name, a in build_suite(suite, model.norm, attacks, skip or ()).items()
         }
 
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if "state_dict" not in state:
-            raise ConfigError(f"--ckpt_path {ckpt_path!r} is not a Lightning checkpoint (no state_dict)")
-        model.on_load_checkpoint(state)  # the check of fit/test: the net's weights fit model.net
-        weights = {k: v for k, v in state["state_dict"].items() if not k.startswith("metrics.")}
-        try:
-            model.load_state_dict(weights, strict=False)
-        except RuntimeError as err:  # a loss parameter outside the net (e.g. L2NNN's u) of another shape
-            first = str(err).strip().splitlines()[0]
-            raise ConfigError(f"checkpoint {ckpt_path!r} does not fit model: {first}") from None
+        state = load_module(model, ckpt, "--ckpt_path")
 
         datamodule.setup("test" if split == "test" else "validate")
         loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
@@ -78,6 +75,11 @@ class RobustTrainer(Trainer):
         if radii is None:
             radii = list(getattr(model, "radii", [model.eps]))
         report = run_attacks(net, loader, attack_suite, device=device, progress=rank_zero_info, radii=radii)
+        if checks:
+            x, y = first_images(loader, checks)
+            report.checks = run_checks(
+                net, x.to(device), y.to(device), model.eval_attack, model.eps, model.norm, radii
+            )
         report.meta = {
             "model": type(model).__name__,
             "net": type(model.net).__name__,
@@ -102,3 +104,15 @@ class RobustTrainer(Trainer):
         rank_zero_info(report.to_markdown())
         rank_zero_info(f"wrote {json_path} and {md_path}")
         return report
+
+
+def first_images(loader, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` (image, label) pairs a loader yields, concatenated."""
+    xs, ys, seen = [], [], 0
+    for x, y in loader:
+        xs.append(x[: n - seen])
+        ys.append(y[: n - seen])
+        seen += xs[-1].shape[0]
+        if seen >= n:
+            break
+    return torch.cat(xs), torch.cat(ys)

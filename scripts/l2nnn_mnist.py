@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from _runs import cli, evaluate_once, fit_once
 
+from lit_robust.checkpoint import load_module
 from lit_robust.cli import main
-from lit_robust.lipschitz import jacobian_norm, layer_operator_norm
+from lit_robust.diagnostics import jacobian_norm, spectral_norms
 from lit_robust.nets.l2nnn_layers import NEConv2d, NELinear
 
 #: CPU-sized net and schedule (the configs hold the paper-sized guesses: 32/64 channels, FC 1024-1024-128)
@@ -65,22 +66,16 @@ def diagnostics(args: list[str], ckpt: str, n_images: int = 1000) -> dict:
     Model 3, 0.83 for Model 4)."""
     built = main([*args, f"--data.init_args.test_subset={n_images}"], run=False)
     module, dm = built.model, built.datamodule
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict({k: v for k, v in state.items() if not k.startswith("metrics.")}, strict=False)
+    load_module(module, ckpt)
     net = module.net.eval()
     dm.setup("test")
     x, _ = dm.test_dataset.tensors
-    shapes: dict = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out: shapes.__setitem__(mod, tuple(inp[0].shape[1:])))
-        for m in net.modules()
-        if isinstance(m, (NEConv2d, NELinear))
+    layers = dict(net.named_modules())
+    norms = [
+        v
+        for k, v in spectral_norms(net, x[:1], iters=200).items()
+        if isinstance(layers[k], (NEConv2d, NELinear))
     ]
-    with torch.no_grad():
-        net(x[:1])
-    for h in hooks:
-        h.remove()
-    norms = [layer_operator_norm(layer, shape, iters=200) for layer, shape in shapes.items()]
     g = torch.Generator().manual_seed(0)
     a = x[torch.randint(0, len(x), (10_000,), generator=g)]
     b = (a + 0.3 * torch.randn(a.shape, generator=g)).clamp(0, 1)

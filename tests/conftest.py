@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _finish_wandb_runs():
     """End any W&B run a test leaves open, and W&B's service process: Lightning's WandbLogger attaches to
-    a run already in progress, and the service resolves relative paths (the presets' ``save_dir: logs``)
+    a run already in progress, and the service resolves relative paths (a logger's relative ``save_dir``)
     from the working directory it started in, so a later test's run would be written into an earlier
     test's folder."""
     yield

@@ -26,9 +26,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_robust.attacks.base import Attack, WorstCase, check_int
+from lit_robust.attacks.base import Attack, WorstCase
 from lit_robust.errors import ConfigError
 from lit_robust.losses import cross_entropy, dlr_loss, targeted_dlr_loss
+from lit_robust.validate import choice, integer, number
 
 APGD_LOSSES = ("ce", "dlr")
 
@@ -41,7 +42,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
     checkpoints that coincide are merged, so the list is strictly increasing. For 100 steps:
     ``[0, 22, 41, 57, 70, 80, 87, 93, 99]``.
     """
-    steps = check_int(steps, "steps")
+    steps = integer("APGD.steps", steps)
     out = [0]
     p_prev, p = 0, 22  # hundredths
     while True:
@@ -91,16 +92,12 @@ class APGD(Attack):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, eval_mode=eval_mode, seed=seed)
-        self.steps = check_int(steps, "steps")
-        self.restarts = check_int(restarts, "restarts")
-        if loss not in APGD_LOSSES:
-            raise ConfigError(f"loss must be one of {list(APGD_LOSSES)}, got {loss!r}")
-        self.loss = loss
+        self.steps = integer("APGD.steps", steps)
+        self.restarts = integer("APGD.restarts", restarts)
+        self.loss = choice("APGD.loss", loss, APGD_LOSSES)
         self.targeted = bool(targeted)
-        self.n_target_classes = check_int(n_target_classes, "n_target_classes")
-        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1:
-            raise ConfigError(f"rho must be a number in (0, 1), got {rho!r}")
-        self.rho = float(rho)
+        self.n_target_classes = integer("APGD.n_target_classes", n_target_classes)
+        self.rho = number("APGD.rho", rho, 0.0, 1.0, low_open=True, high_open=True)
 
     @property
     def checkpoints(self) -> list[int]:

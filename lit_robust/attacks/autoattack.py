@@ -21,8 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_robust.attacks.base import Attack, check_int
+from lit_robust.attacks.base import Attack
 from lit_robust.errors import ConfigError
+from lit_robust.validate import integer
 
 COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
 INSTALL_HINT = (
@@ -70,9 +71,9 @@ class AutoAttack(Attack):
                 f"components must be a non-empty subset of {list(COMPONENTS)}, got {components!r}"
             )
         self.components = tuple(c for c in COMPONENTS if c in components)
-        self.steps = check_int(steps, "steps")
-        self.n_target_classes = check_int(n_target_classes, "n_target_classes")
-        self.square_queries = check_int(square_queries, "square_queries")
+        self.steps = integer("AutoAttack.steps", steps)
+        self.n_target_classes = integer("AutoAttack.n_target_classes", n_target_classes)
+        self.square_queries = integer("AutoAttack.square_queries", square_queries)
         self.last_breakdown: dict[str, int] = {}
 
     @property

@@ -14,7 +14,6 @@ subclasses only write the search in :meth:`Attack.perturb`:
 from __future__ import annotations
 
 import contextlib
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
@@ -23,6 +22,7 @@ from torch import nn
 
 from lit_robust.attacks.threat import Ball, canonical_norm, make_ball
 from lit_robust.errors import ConfigError
+from lit_robust.validate import radius
 
 _BOX_TOL = 1e-6
 
@@ -49,20 +49,6 @@ def attack_mode(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
             with torch.no_grad():
                 for buf, saved in buffers:
                     buf.copy_(saved)
-
-
-def check_eps(eps: float, name: str = "eps") -> float:
-    """Validate a radius: finite and >= 0."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {eps!r}")
-    return float(eps)
-
-
-def check_int(value: int, name: str, minimum: int = 1) -> int:
-    """Validate an integer count (steps, restarts, ...)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class Attack(ABC):
@@ -105,7 +91,7 @@ class Attack(ABC):
 
     @eps.setter
     def eps(self, value: float) -> None:
-        self._eps = check_eps(value)
+        self._eps = radius(f"{type(self).__name__}.eps", value)
         self.ball = make_ball(self.norm, self._eps)
 
     def bind(self, eps: float, norm: str) -> Attack:

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lit_robust.attacks.base import Attack, attack_mode, check_eps, check_int
+from lit_robust.attacks.base import Attack, attack_mode
 from lit_robust.errors import ConfigError
+from lit_robust.validate import choice, integer, non_negative, number
 
 _OPTIMIZERS = ("rmsprop", "adam", "sign")
 _ADAM_BETAS = (0.9, 0.999)
@@ -116,21 +117,12 @@ class BETA(Attack):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, eval_mode=eval_mode, seed=seed)
-        self.steps = check_int(steps, "steps")
-        self.lr = None if lr is None else check_eps(lr, "lr")
-        if optimizer is not None and optimizer not in _OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {list(_OPTIMIZERS)}, got {optimizer!r}")
-        self.optimizer = optimizer
-        if (
-            isinstance(rms_alpha, bool)
-            or not isinstance(rms_alpha, (int, float))
-            or not math.isfinite(rms_alpha)
-            or not 0 <= rms_alpha < 1
-        ):
-            raise ConfigError(f"rms_alpha must be a number in [0, 1), got {rms_alpha!r}")
-        self.rms_alpha = float(rms_alpha)
+        self.steps = integer("BETA.steps", steps)
+        self.lr = non_negative("BETA.lr", lr, optional=True)
+        self.optimizer = None if optimizer is None else choice("BETA.optimizer", optimizer, _OPTIMIZERS)
+        self.rms_alpha = number("BETA.rms_alpha", rms_alpha, 0.0, 1.0, high_open=True)
         self.random_start = bool(random_start)
-        self.target_chunk = None if target_chunk is None else check_int(target_chunk, "target_chunk")
+        self.target_chunk = integer("BETA.target_chunk", target_chunk, optional=True)
 
     @property
     def step_rule(self) -> str:

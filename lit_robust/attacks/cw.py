@@ -18,19 +18,14 @@ import math
 import torch
 from torch import nn
 
-from lit_robust.attacks.base import Attack, check_eps, check_int
+from lit_robust.attacks.base import Attack
 from lit_robust.errors import ConfigError
 from lit_robust.losses import margin
+from lit_robust.validate import integer, non_negative, positive
 
 _TANH_SCALE = 1 - 1e-6
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
-
-
-def _check_positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _gap(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -75,11 +70,11 @@ class CarliniWagnerL2(Attack):
         super().__init__(eps=eps, norm=norm, eval_mode=eval_mode, seed=seed)
         if norm is not None:
             self._check_norm()
-        self.steps = check_int(steps, "steps")
-        self.lr = _check_positive(lr, "lr")
-        self.initial_const = _check_positive(initial_const, "initial_const")
-        self.binary_search_steps = check_int(binary_search_steps, "binary_search_steps")
-        self.kappa = check_eps(kappa, "kappa")
+        self.steps = integer("CarliniWagnerL2.steps", steps)
+        self.lr = positive("CarliniWagnerL2.lr", lr)
+        self.initial_const = positive("CarliniWagnerL2.initial_const", initial_const)
+        self.binary_search_steps = integer("CarliniWagnerL2.binary_search_steps", binary_search_steps)
+        self.kappa = non_negative("CarliniWagnerL2.kappa", kappa)
 
     def _check_norm(self) -> None:
         if self._norm != "2":

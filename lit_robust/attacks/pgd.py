@@ -16,9 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_robust.attacks.base import Attack, WorstCase, check_eps, check_int
+from lit_robust.attacks.base import Attack, WorstCase
 from lit_robust.errors import ConfigError
 from lit_robust.losses import ATTACK_LOSSES, targeted_objective
+from lit_robust.validate import integer, non_negative
 
 
 class PGD(Attack):
@@ -59,11 +60,11 @@ class PGD(Attack):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, eval_mode=eval_mode, seed=seed)
-        self.steps = check_int(steps, "steps")
-        self.alpha = None if alpha is None else check_eps(alpha, "alpha")
+        self.steps = integer("PGD.steps", steps)
+        self.alpha = non_negative("PGD.alpha", alpha, optional=True)
         self.random_start = bool(random_start)
-        self.init_std = None if init_std is None else check_eps(init_std, "init_std")
-        self.restarts = check_int(restarts, "restarts")
+        self.init_std = non_negative("PGD.init_std", init_std, optional=True)
+        self.restarts = integer("PGD.restarts", restarts)
         self.targeted = bool(targeted)
         if target_mode not in ("random", "least_likely"):
             raise ConfigError(f"target_mode must be 'random' or 'least_likely', got {target_mode!r}")

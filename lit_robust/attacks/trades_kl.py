@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from lit_robust.attacks.base import Attack, check_eps, check_int
+from lit_robust.attacks.base import Attack
 from lit_robust.losses import kl_divergence
+from lit_robust.validate import integer, non_negative
 
 
 class TRADESKL(Attack):
@@ -48,9 +49,9 @@ class TRADESKL(Attack):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, eval_mode=eval_mode, seed=seed)
-        self.steps = check_int(steps, "steps")
-        self.alpha = None if alpha is None else check_eps(alpha, "alpha")
-        self.init_std = check_eps(init_std, "init_std")
+        self.steps = integer("TRADESKL.steps", steps)
+        self.alpha = non_negative("TRADESKL.alpha", alpha, optional=True)
+        self.init_std = non_negative("TRADESKL.init_std", init_std)
 
     @property
     def step_size(self) -> float:

@@ -1,4 +1,4 @@
-"""Helpers shared by the monitoring callbacks: argument checks, RNG isolation, rank-safe logging.
+"""Helpers shared by the monitoring callbacks: RNG isolation, rank-safe logging, run folders.
 
 DDP rules the callbacks follow:
 
@@ -11,46 +11,11 @@ DDP rules the callbacks follow:
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-
-from lit_robust.errors import ConfigError
-
-
-def check_int(
-    owner: str, name: str, value: int | None, minimum: int = 1, optional: bool = False
-) -> int | None:
-    """``value`` if it is an int >= minimum (or None when ``optional``); else ConfigError naming it."""
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        bound = f"an integer >= {minimum}" + (" or null" if optional else "")
-        raise ConfigError(f"{owner}.{name} must be {bound}, got {value!r}")
-    return value
-
-
-def check_float(owner: str, name: str, value: float, minimum: float = 0.0, strict: bool = False) -> float:
-    """``float(value)`` if it is a finite number >= minimum (> minimum when ``strict``)."""
-    bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-    if bad or value < minimum or (strict and value == minimum):
-        raise ConfigError(
-            f"{owner}.{name} must be a finite number {'>' if strict else '>='} {minimum}, got {value!r}"
-        )
-    return float(value)
-
-
-def check_floats(
-    owner: str, name: str, values: Sequence[float], strict: bool = True, allow_empty: bool = False
-) -> list[float]:
-    """A list of finite numbers > 0 (>= 0 unless ``strict``), non-empty unless ``allow_empty``."""
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not (values or allow_empty):
-        what = "a list" if allow_empty else "a non-empty list"
-        raise ConfigError(f"{owner}.{name} must be {what} of numbers, got {values!r}")
-    return [check_float(owner, f"{name}[{i}]", v, 0.0, strict) for i, v in enumerate(values)]
 
 
 @contextlib.contextmanager
@@ -64,6 +29,20 @@ def monitoring(device: torch.device) -> Iterator[None]:
         yield
 
 
+def evaluated(pl_module: LightningModule, outputs, batch, n: int, attack=None) -> dict[str, torch.Tensor]:
+    """The first ``n`` samples of a validation batch as ``x``, ``y``, clean ``logits``, ``x_adv`` and
+    ``adv_logits``: the validation step's own (its ``outputs``, see ``RobustClassifier._evaluation_step``)
+    when the callback uses the evaluation attack, so nothing is attacked twice; otherwise ``attack`` (or
+    the evaluation attack, for a module whose step returns nothing) runs here, under :func:`monitoring`."""
+    if attack is None and isinstance(outputs, dict) and "x_adv" in outputs:
+        return {k: outputs[k][:n] for k in ("x", "y", "logits", "x_adv", "adv_logits")}
+    x, y, net = batch[0][:n], batch[1][:n], pl_module.net
+    with monitoring(pl_module.device):
+        x_adv = (attack if attack is not None else pl_module.eval_attack)(net, x, y)
+    with torch.no_grad():
+        return {"x": x, "y": y, "logits": net(x), "x_adv": x_adv, "adv_logits": net(x_adv)}
+
+
 def log_values(pl_module: LightningModule, values: dict[str, float | torch.Tensor]) -> None:
     """``pl_module.log`` epoch-level values that are already equal on every rank.
 
@@ -75,12 +54,17 @@ def log_values(pl_module: LightningModule, values: dict[str, float | torch.Tenso
 
 
 def run_dir(trainer: Trainer, output_dir: str | None) -> Path:
-    """Where a callback writes files: ``output_dir`` or the trainer's log directory (the CSV logger's
-    version folder). Call on every rank: ``trainer.log_dir`` broadcasts under DDP."""
+    """Where a callback writes files: ``output_dir``, else the version folder of the run's first CSV or
+    TensorBoard logger (``logs/lit_robust/version_N``), else ``trainer.log_dir`` (another logger's
+    folder; ``default_root_dir`` without loggers). Never the current directory unless configured so.
+    Call on every rank: the folder is broadcast from rank 0 under DDP."""
     if output_dir is not None:
         return Path(output_dir)
-    log_dir = trainer.log_dir
-    return Path(log_dir if log_dir is not None else trainer.default_root_dir)
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    versioned = [lg for lg in trainer.loggers if isinstance(lg, CSVLogger | TensorBoardLogger)]
+    folder = versioned[0].log_dir if versioned else trainer.log_dir
+    return Path(trainer.strategy.broadcast(folder))
 
 
 def wandb_run(trainer: Trainer):

@@ -20,8 +20,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_robust.attacks import Attack
-from lit_robust.callbacks._common import check_int, is_due, monitoring, run_dir, wandb_run
+from lit_robust.callbacks._common import evaluated, is_due, run_dir, wandb_run
 from lit_robust.errors import ConfigError
+from lit_robust.validate import integer
 
 
 class AdversarialExamples(Callback):
@@ -30,7 +31,8 @@ class AdversarialExamples(Callback):
     Args:
         num_images: columns of the grid.
         every_n_epochs: draw on every n-th validation epoch of fit (always in ``validate``).
-        attack: attack to show (default: the module's evaluation attack).
+        attack: attack to show; default: the module's evaluation attack, whose adversarial examples the
+            validation step already computed (reused, not re-run).
         output_dir: folder that gets ``adversarial_examples/`` (default: the run's log folder).
     """
 
@@ -41,8 +43,8 @@ class AdversarialExamples(Callback):
         attack: Attack | None = None,
         output_dir: str | None = None,
     ) -> None:
-        self.num_images = check_int("AdversarialExamples", "num_images", num_images)
-        self.every_n_epochs = check_int("AdversarialExamples", "every_n_epochs", every_n_epochs)
+        self.num_images = integer("AdversarialExamples.num_images", num_images)
+        self.every_n_epochs = integer("AdversarialExamples.every_n_epochs", every_n_epochs)
         if attack is not None and not isinstance(attack, Attack):
             raise ConfigError(
                 f"AdversarialExamples.attack must be a lit_robust Attack, got {type(attack).__name__}"
@@ -61,27 +63,20 @@ class AdversarialExamples(Callback):
         self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         if batch_idx == 0 and trainer.is_global_zero and is_due(trainer, self.every_n_epochs):
-            self._batch = (batch[0][: self.num_images].detach(), batch[1][: self.num_images].detach())
+            out = evaluated(pl_module, outputs, batch, self.num_images, self.attack)
+            self._batch = {k: v.detach().cpu() for k, v in out.items()}
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._batch is None:
             return
-        x, y = self._batch
+        x, y, x_adv = self._batch["x"], self._batch["y"], self._batch["x_adv"]
+        pred, pred_adv = self._batch["logits"].argmax(1), self._batch["adv_logits"].argmax(1)
         self._batch = None
-        net = pl_module.net
-        attack = self.attack if self.attack is not None else pl_module.eval_attack
-        with monitoring(pl_module.device):
-            x_adv = attack(net, x, y)
-        was_training = net.training
-        net.eval()
-        with torch.no_grad():
-            pred, pred_adv = net(x).argmax(1), net(x_adv).argmax(1)
-        net.train(was_training)
         fn = trainer.state.fn
         stage = "epoch" if fn == "fit" else str(getattr(fn, "value", fn))
         path = self._dir / f"{stage}_{trainer.current_epoch:03d}.png"
         names = getattr(getattr(trainer, "datamodule", None), "classes", None)
-        draw_grid(x.cpu(), x_adv.cpu(), y.cpu(), pred.cpu(), pred_adv.cpu(), path, names)
+        draw_grid(x, x_adv, y, pred, pred_adv, path, names)
         self.last = {"x": x, "x_adv": x_adv, "y": y, "pred": pred, "pred_adv": pred_adv, "path": path}
         run = wandb_run(trainer)
         if run is not None:

@@ -1,6 +1,6 @@
 """Confidence gaps on the validation split, clean and adversarial, and the certified accuracy they give.
 
-For logits z(x) (:mod:`lit_robust.certify`):
+For logits z(x) (:mod:`lit_robust.diagnostics.gaps`, :func:`~lit_robust.diagnostics.gaps.gap_values`):
 
     g(x)   = top1(z) - top2(z)                               (gap of the prediction, >= 0)
     g_y(x) = max(0, z_y - max_{j != y} z_j)                  (gap on correct points, 0 on wrong ones)
@@ -15,10 +15,11 @@ classified correctly with certified radius > r,
 
     radius = g / (2 L)  (each logit L-Lipschitz, Lemma 6)   or   g / (sqrt(2) L)  (the whole vector, Lemma 1)
 
-with L from the net's own certificate (``net.lipschitz_certificate()``, e.g. an L2NNN: L = 1 per logit)
-or, with ``use_upper_bound``, from the product of layer spectral norms of
-:class:`~lit_robust.callbacks.LipschitzEstimate` (a proof only for feed-forward chains of Linear/Conv
-and 1-Lipschitz layers). Without either, no certified accuracy is logged.
+with L from the net's own proven certificate (``net.lipschitz_certificate()``, e.g. an L2NNN: L = 1 per
+logit). Without one, no certified accuracy is logged: the product of power-iteration layer norms of
+:class:`~lit_robust.callbacks.LipschitzEstimate` is an estimate (power iteration approaches each norm from
+below, and for residual blocks the product is not a bound at all), so it never feeds a "certified"
+column.
 
 A method that logs the clean means and certified accuracy itself (class attribute
 ``logs_gap_metrics = True``, e.g. :class:`~lit_robust.methods.L2NNN`) keeps its values; this callback then
@@ -41,18 +42,16 @@ from torchmetrics import CatMetric
 
 from lit_robust.attacks import Attack
 from lit_robust.callbacks._common import (
-    check_floats,
-    check_int,
+    evaluated,
     is_due,
     log_values,
-    monitoring,
     run_dir,
     samples_to_take,
     wandb_run,
 )
-from lit_robust.callbacks.lipschitz_estimate import spectral_norms, upper_bound
-from lit_robust.certify import certified_correct, confidence_gap, correct_gap, net_certificate
+from lit_robust.diagnostics.gaps import confidence_gap, gap_values, net_certificate
 from lit_robust.errors import ConfigError
+from lit_robust.validate import floats, integer
 
 
 class ConfidenceGap(Callback):
@@ -61,10 +60,11 @@ class ConfidenceGap(Callback):
     Args:
         radii: L2 radii of the certified accuracy (e.g. ``[0.5, 1.0, 2.0]``); empty list: none.
         adversarial: also measure the gaps at the evaluation attack's adversarial examples.
-        attack: attack for those (default: the module's evaluation attack).
+        attack: attack for those; default: the module's evaluation attack, whose adversarial examples the
+            validation step already computed (reused, not re-run).
         num_samples: validation samples (the first ones, across ranks) to use; None: all.
         bins: histogram bins.
-        use_upper_bound: nets without a certificate: certify with L = product of layer spectral norms.
+        use_upper_bound: removed (an error if true): a product of estimated layer norms is no proof.
         every_n_epochs: run on every n-th validation epoch of fit (always in ``validate``).
         output_dir: folder of ``confidence_gap.csv`` (default: the run's log folder).
     """
@@ -80,17 +80,23 @@ class ConfidenceGap(Callback):
         every_n_epochs: int = 1,
         output_dir: str | None = None,
     ) -> None:
-        self.radii = check_floats("ConfidenceGap", "radii", radii, allow_empty=True)
+        self.radii = floats("ConfidenceGap.radii", radii, allow_empty=True)
         if attack is not None and not isinstance(attack, Attack):
             raise ConfigError(
                 f"ConfidenceGap.attack must be a lit_robust Attack, got {type(attack).__name__}"
             )
         self.adversarial = bool(adversarial)
         self.attack = attack
-        self.num_samples = check_int("ConfidenceGap", "num_samples", num_samples, 1, optional=True)
-        self.bins = check_int("ConfidenceGap", "bins", bins)
-        self.use_upper_bound = bool(use_upper_bound)
-        self.every_n_epochs = check_int("ConfidenceGap", "every_n_epochs", every_n_epochs)
+        self.num_samples = integer("ConfidenceGap.num_samples", num_samples, 1, optional=True)
+        self.bins = integer("ConfidenceGap.bins", bins)
+        if use_upper_bound:
+            raise ConfigError(
+                "ConfidenceGap.use_upper_bound is no longer supported: the product of power-iteration layer "
+                "norms under-estimates each norm and is no bound for residual nets, so it cannot certify. "
+                "Certified accuracy comes only from a net's proven lipschitz_certificate() (e.g. L2NNN); "
+                "LipschitzEstimate logs the product as lipschitz/layer_product_estimate"
+            )
+        self.every_n_epochs = integer("ConfidenceGap.every_n_epochs", every_n_epochs)
         self.output_dir = output_dir
         self.last: dict[str, float] = {}
         self.last_histogram: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -106,7 +112,7 @@ class ConfidenceGap(Callback):
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._active = is_due(trainer, self.every_n_epochs)
-        self._seen, self._sample = 0, None
+        self._seen = 0
         for metric in (self._clean, self._adv, self._labels):
             metric.reset()
             metric.to(pl_module.device)
@@ -127,50 +133,33 @@ class ConfidenceGap(Callback):
         if n == 0:
             return
         self._seen += n
-        x, y = batch[0][:n], batch[1][:n]
-        if self._sample is None:
-            self._sample = x[:1]
-        net = pl_module.net
-        with torch.no_grad():
-            self._clean.update(net(x).float())
-        self._labels.update(y.float())
         if self.adversarial:
-            attack = self.attack if self.attack is not None else pl_module.eval_attack
-            with monitoring(pl_module.device):
-                x_adv = attack(net, x, y)
+            out = evaluated(pl_module, outputs, batch, n, self.attack)
+            self._adv.update(out["adv_logits"].float())
+            logits = out["logits"]
+        else:
             with torch.no_grad():
-                self._adv.update(net(x_adv).float())
+                logits = pl_module.net(batch[0][:n])
+        self._clean.update(logits.float())
+        self._labels.update(batch[1][:n].float())
 
     def lipschitz(self, pl_module: LightningModule) -> tuple[float, bool] | None:
-        """``(L, per_logit)`` used for certification, or None."""
+        """``(L, per_logit)`` of the net's proven certificate, or None (then nothing is certified)."""
         certificate = net_certificate(pl_module.net)
-        if certificate is not None:
-            return float(certificate[0]), bool(certificate[1])
-        if self.use_upper_bound and self._sample is not None:
-            with monitoring(pl_module.device):
-                norms = spectral_norms(pl_module.net, self._sample.clone())
-            return (upper_bound(norms), False) if norms else None
-        return None
+        return None if certificate is None else (float(certificate[0]), bool(certificate[1]))
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._active:
             return
         self._active = False
         logits, y = self._clean.compute(), self._labels.compute().long()  # all-gathered across ranks
+        adv_logits = self._adv.compute() if self.adversarial else None
         gaps = {"clean": confidence_gap(logits)}
-        values = {"val/mean_gap": gaps["clean"].mean(), "val/mean_correct_gap": correct_gap(logits, y).mean()}
-        if self.adversarial:
-            adv_logits = self._adv.compute()
+        if adv_logits is not None:
             gaps["adv"] = confidence_gap(adv_logits)
-            values["val/mean_gap_adv"] = gaps["adv"].mean()
-            values["val/mean_correct_gap_adv"] = correct_gap(adv_logits, y).mean()
         cert = self.lipschitz(pl_module)
-        if cert is not None and self.radii:
-            lip, per_logit = cert
-            certified = certified_correct(logits, y, self.radii, lip, per_logit).float().mean(0)
-            values["val/certified_lipschitz"] = lip
-            for r, frac in zip(self.radii, certified.tolist(), strict=True):
-                values[f"val/certified_acc@{r!r}"] = frac
+        summary = gap_values(logits, y, adv_logits, self.radii, cert)
+        values = {f"val/{k}": v for k, v in summary.items()}
         self.last = {k: float(v) for k, v in values.items()}
         if getattr(pl_module, "logs_gap_metrics", False):  # e.g. L2NNN logs these itself, on val and test
             values = {k: v for k, v in values.items() if k.endswith("_adv")}

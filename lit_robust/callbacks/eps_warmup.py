@@ -20,6 +20,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_robust.errors import ConfigError
+from lit_robust.validate import integer
 
 #: attributes of an attack that hold an explicitly configured step size (None: derived from eps)
 STEP_FIELDS = ("alpha", "lr")
@@ -33,9 +34,7 @@ class EpsWarmup(Callback):
     """
 
     def __init__(self, warmup_steps: int = 500) -> None:
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
-            raise ConfigError(f"EpsWarmup.warmup_steps must be an integer >= 1, got {warmup_steps!r}")
-        self.warmup_steps = warmup_steps
+        self.warmup_steps = integer("EpsWarmup.warmup_steps", warmup_steps)
         self.target_eps: float | None = None
         self.target_steps: dict[str, float] = {}  # explicitly set step sizes, scaled with eps
 

@@ -25,8 +25,9 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_robust.callbacks._common import check_float, check_int, log_values, run_dir
+from lit_robust.callbacks._common import log_values, run_dir
 from lit_robust.errors import ConfigError
+from lit_robust.validate import integer, non_negative
 
 #: columns of the history: metric key in trainer.callback_metrics -> short name
 TRACKED = {
@@ -60,8 +61,8 @@ class RobustOverfitting(Callback):
         if not isinstance(monitor, str) or not monitor:
             raise ConfigError(f"RobustOverfitting.monitor must be a metric name, got {monitor!r}")
         self.monitor = monitor
-        self.patience = check_int("RobustOverfitting", "patience", patience, 1, optional=True)
-        self.min_delta = check_float("RobustOverfitting", "min_delta", min_delta)
+        self.patience = integer("RobustOverfitting.patience", patience, 1, optional=True)
+        self.min_delta = non_negative("RobustOverfitting.min_delta", min_delta)
         self.output_dir = output_dir
         self.history: list[dict[str, float]] = []
         self._validated = False

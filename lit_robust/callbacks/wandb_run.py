@@ -19,8 +19,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_robust.callbacks._common import check_int, wandb_run
+from lit_robust.callbacks._common import wandb_run
 from lit_robust.errors import ConfigError
+from lit_robust.validate import integer
 
 DEFAULT_SUMMARIES = {
     "val/robust_acc": "max",
@@ -29,7 +30,7 @@ DEFAULT_SUMMARIES = {
     "val/loss": "min",
     "val/robust_loss": "min",
     "val/mean_gap": "last",
-    "lipschitz/upper_bound": "last",
+    "lipschitz/layer_product_estimate": "last",
 }
 SUMMARY_KINDS = ("min", "max", "mean", "last", "first", "none")
 
@@ -56,7 +57,7 @@ class WandbRun(Callback):
             )
         self.summaries = summaries
         self.watch = watch
-        self.watch_log_freq = check_int("WandbRun", "watch_log_freq", watch_log_freq)
+        self.watch_log_freq = integer("WandbRun.watch_log_freq", watch_log_freq)
         self._done = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -18,6 +18,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
 
 from lit_robust.errors import ConfigError, DataNotFoundError
+from lit_robust.validate import integer, number
 
 __all__ = [
     "RobustDataModule",
@@ -136,15 +137,6 @@ class EpochSeededDistributedSampler(DistributedSampler):
         return iter(indices[self.rank : self.total_size : self.num_replicas])
 
 
-def _check_int(name: str, value: Any, minimum: int | None, optional: bool = False) -> None:
-    """Raise a ConfigError naming ``data.<name>`` unless value is an int >= minimum (or None if optional)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
-        raise ConfigError(f"data.{name} must be {bound}{' or None' if optional else ''}, got {value!r}")
-
-
 class RobustDataModule(LightningDataModule, ABC):
     """In-memory image datamodule with a held-out validation split, training subsets and label noise.
 
@@ -198,20 +190,14 @@ class RobustDataModule(LightningDataModule, ABC):
         super().__init__()
         if not isinstance(data_dir, str | Path) or not str(data_dir):
             raise ConfigError(f"data.data_dir must be a non-empty path, got {data_dir!r}")
-        _check_int("batch_size", batch_size, 1)
-        _check_int("eval_batch_size", eval_batch_size, 1, optional=True)
-        _check_int("num_workers", num_workers, 0)
-        _check_int("train_subset", train_subset, 1, optional=True)
-        _check_int("val_size", val_size, 0)
-        _check_int("test_subset", test_subset, 1, optional=True)
-        _check_int("seed", seed, None)
-        if (
-            isinstance(label_noise, bool)
-            or not isinstance(label_noise, int | float)
-            or not math.isfinite(label_noise)
-            or not 0 <= label_noise < 1
-        ):
-            raise ConfigError(f"data.label_noise must be in [0, 1), got {label_noise!r}")
+        integer("data.batch_size", batch_size, 1)
+        integer("data.eval_batch_size", eval_batch_size, 1, optional=True)
+        integer("data.num_workers", num_workers, 0)
+        integer("data.train_subset", train_subset, 1, optional=True)
+        integer("data.val_size", val_size, 0)
+        integer("data.test_subset", test_subset, 1, optional=True)
+        integer("data.seed", seed, None)
+        number("data.label_noise", label_noise, 0.0, 1.0, high_open=True)
         for name, flag in (("download", download), ("augment", augment)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"data.{name} must be true or false, got {flag!r}")

@@ -25,19 +25,18 @@ for the state's loss weights ``(w_y, w_-)`` (see :func:`state_weights`).
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from lit_robust.checkpoint import load_net
 from lit_robust.errors import ConfigError
 from lit_robust.methods.base import RobustClassifier
 from lit_robust.nets.lifted import LiftedMLP, check_damping, euclidean_loss
+from lit_robust.validate import integer, number
 
 __all__ = [
     "AROVR",
@@ -50,7 +49,6 @@ __all__ = [
     "contrastive_surrogate",
     "objective_value",
     "random_wrong_labels",
-    "load_net_weights",
 ]
 
 #: ``bp`` is plain back-propagation on the same net and Euclidean loss (the paper's baseline)
@@ -236,62 +234,6 @@ def random_wrong_labels(
     return (y + shift) % num_classes
 
 
-def load_net_weights(net: torch.nn.Module, path: str, field: str = "model.init_from") -> None:
-    """Load the ``net.*`` weights of a lit_robust checkpoint (ERM, AROVR, ...) into ``net``.
-
-    Accepts a Lightning checkpoint (``state_dict`` with ``net.`` keys) or a plain state dict of the net.
-    Raises :class:`ConfigError` naming ``field`` when the file is missing/unreadable or the weights do not
-    match ``net`` (missing keys, extra keys or shapes)."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(
-            f"{field}: checkpoint {str(path)!r} does not exist (give the .ckpt of a backprop/ERM run of the "
-            "same MLP, or leave it null to start from random weights)"
-        )
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(f"{field}: cannot read {str(path)!r} as a torch checkpoint: {err}") from None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ConfigError(f"{field}: {str(path)!r} holds no state_dict")
-    weights = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
-    if not weights and all(isinstance(v, torch.Tensor) for v in state.values()):
-        weights = dict(state)  # a plain state dict of the net itself
-    own = net.state_dict()
-    missing = sorted(own.keys() - weights.keys())
-    extra = sorted(weights.keys() - own.keys())
-    if missing or extra:
-        raise ConfigError(
-            f"{field}: the weights in {str(path)!r} do not match model.net ({type(net).__name__}): "
-            f"missing {missing or 'none'}, unexpected {extra or 'none'}"
-        )
-    for key, value in own.items():
-        if tuple(weights[key].shape) != tuple(value.shape):
-            raise ConfigError(
-                f"{field}: net.{key} has shape {tuple(weights[key].shape)} in {str(path)!r} but "
-                f"{tuple(value.shape)} in model.net ({type(net).__name__}): use the same architecture"
-            )
-    net.load_state_dict(weights)
-
-
-def _check_real(name: str, value: object, low: float, high: float, low_open: bool, high_open: bool) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-        high_text = "inf" if math.isinf(high) else f"{high:g}"
-        raise ConfigError(f"model.{name} must be in {lo}{low:g}, {high_text}{hi}, got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"model.{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class AROVR(RobustClassifier):
     """ROVR_beta, AROVR_beta, ROVR_{alpha,beta}, AROVR_{alpha,beta} and AROVR^g_{alpha,beta} on a lifted MLP.
 
@@ -349,15 +291,15 @@ class AROVR(RobustClassifier):
         if variant not in VARIANTS:
             raise ConfigError(f"model.variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         self.variant = variant
-        self.alpha = _check_real("alpha", alpha, 0.0, 1.0, low_open=True, high_open=False)
-        self.beta = _check_real("beta", beta, 0.0, math.inf, low_open=True, high_open=True)
-        self.g_std = _check_real("g_std", g_std, 0.0, math.inf, low_open=False, high_open=True)
-        self.n_sweeps = _check_int("n_sweeps", n_sweeps, 1)
-        self.n_inner = _check_int("n_inner", n_inner, 1)
-        self.power_iters = _check_int("power_iters", power_iters, 1)
+        self.alpha = number("model.alpha", alpha, 0.0, 1.0, low_open=True)
+        self.beta = number("model.beta", beta, 0.0, low_open=True)
+        self.g_std = number("model.g_std", g_std, 0.0)
+        self.n_sweeps = integer("model.n_sweeps", n_sweeps, 1)
+        self.n_inner = integer("model.n_inner", n_inner, 1)
+        self.power_iters = integer("model.power_iters", power_iters, 1)
         self.damping = check_damping(damping, "model.damping")
         if noise_seed is not None:
-            _check_int("noise_seed", noise_seed, 0)
+            integer("model.noise_seed", noise_seed, 0)
         self.noise_seed = noise_seed
         if variant != "bp":
             self.plus, self.minus, self.alpha_eff = state_weights(variant, self.alpha)
@@ -377,7 +319,7 @@ class AROVR(RobustClassifier):
                 )
         self.init_from = init_from
         if init_from is not None:
-            load_net_weights(self.net, init_from)
+            load_net(self.net, init_from)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         seed = self.noise_seed if self.noise_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))

@@ -16,15 +16,16 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MaxMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MaxMetric, MeanMetric
 
 from lit_robust.attacks import PGD, Attack
-from lit_robust.attacks.base import check_eps
 from lit_robust.attacks.threat import canonical_norm
+from lit_robust.checkpoint import check_fits, net_weights
 from lit_robust.errors import ConfigError
+from lit_robust.validate import radius
 
 STAGES = ("train", "val", "test")
+KINDS = ("clean", "robust")
 
 
 def _adam(params) -> torch.optim.Optimizer:
@@ -81,44 +82,21 @@ class RobustClassifier(LightningModule):
             )
         self.save_hyperparameters(ignore=["net", "eval_attack", "optimizer", "lr_scheduler"])
         self.net = net
-        self.eps = check_eps(eps, "model.eps")
+        self.eps = radius("model.eps", eps)
         self.norm = canonical_norm(norm)
         self.eval_attack = self.bind_attack(eval_attack if eval_attack is not None else PGD(steps=20))
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.scheduler_interval = scheduler_interval
-        self.metrics = nn.ModuleDict()
+        # accuracy = mean of per-sample correctness, one metric per stage and kind, made here (not on first
+        # use) so that a fresh and a loaded module have the same modules and state_dict keys
+        self.metrics = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in KINDS})
         self.best_robust = MaxMetric()
-
-    def _acc(self, key: str, num_classes: int) -> MulticlassAccuracy:
-        """The accuracy metric ``{stage}_{clean|robust}``, created on first use (needs num_classes)."""
-        if key not in self.metrics:
-            self.metrics[key] = MulticlassAccuracy(num_classes=num_classes, average="micro").to(self.device)
-        return self.metrics[key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse, with one error naming ``model.net``, a checkpoint whose net weights do not fit the
         configured net (``fit``/``validate``/``test --ckpt_path`` through Lightning, and ``evaluate``)."""
-
-        def shapes(state: dict) -> dict[str, tuple | None]:  # None: extra state (e.g. a weight scheme)
-            return {
-                k: tuple(v.shape) if isinstance(v, torch.Tensor) else None
-                for k, v in state.items()
-                if k.startswith("net.")
-            }
-
-        own, saved = shapes(self.state_dict()), shapes(checkpoint.get("state_dict", {}))
-        problems = [f"missing {k}" for k in sorted(own.keys() - saved.keys())]
-        problems += [f"unexpected {k}" for k in sorted(saved.keys() - own.keys())]
-        problems += [
-            f"{k}: {saved[k]} vs {own[k]}" for k in sorted(own.keys() & saved.keys()) if saved[k] != own[k]
-        ]
-        if problems:
-            raise ConfigError(
-                f"the checkpoint does not fit model.net ({type(self.net).__name__}): "
-                + "; ".join(problems[:5])
-                + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
-            )
+        check_fits(self.net, net_weights(checkpoint), "--ckpt_path")
 
     def bind_attack(self, attack: Attack) -> Attack:
         """Give an attack whose ``eps``/``norm`` are left open this module's threat model."""
@@ -136,19 +114,13 @@ class RobustClassifier(LightningModule):
         """The method's loss on one training batch. Override this (and only this) in a method."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_loss(batch)")
 
-    def log_accuracy(
-        self,
-        stage: str,
-        kind: str,
-        logits: torch.Tensor,
-        y: torch.Tensor,
-        num_classes: int | None = None,
-    ) -> None:
-        """Update and log ``{stage}/{kind}_acc`` (kind: clean or robust) from logits (N, K), or from
-        integer predictions (N,) with ``num_classes``."""
+    def log_accuracy(self, stage: str, kind: str, scores: torch.Tensor, y: torch.Tensor) -> None:
+        """Update and log ``{stage}/{kind}_acc`` (kind: clean or robust) from logits (N, K) or integer
+        predictions (N,): the fraction of samples with prediction == y."""
+        pred = scores.argmax(dim=1) if scores.dim() == 2 else scores
         key = f"{stage}_{kind}"
-        metric = self._acc(key, num_classes if num_classes is not None else logits.shape[1])
-        metric(logits.detach(), y)
+        metric = self.metrics[key]
+        metric((pred.detach() == y).float())
         self.log(
             f"{stage}/{kind}_acc",
             metric,
@@ -164,7 +136,10 @@ class RobustClassifier(LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
-    def _evaluation_step(self, batch, stage: str) -> None:
+    def _evaluation_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
+        """Clean and attacked metrics of one batch. Returns the batch's ``x``, ``y``, clean ``logits``,
+        ``x_adv`` (the evaluation attack's) and ``adv_logits``, detached: Lightning hands them to the
+        callbacks as ``outputs``, so monitors reuse this one attack instead of re-running it."""
         x, y = batch
         with torch.no_grad():
             logits = self(x)
@@ -176,22 +151,23 @@ class RobustClassifier(LightningModule):
             adv_logits = self(x_adv)
         self.log(f"{stage}/robust_loss", F.cross_entropy(adv_logits, y), on_epoch=True, sync_dist=True)
         # robust accuracy counts a sample only if it is correct clean AND under attack
-        self.log_accuracy(stage, "robust", robust_predictions(logits, adv_logits, y), y, logits.shape[1])
+        self.log_accuracy(stage, "robust", robust_predictions(logits, adv_logits, y), y)
+        return {"x": x, "y": y, "logits": logits, "x_adv": x_adv.detach(), "adv_logits": adv_logits}
 
     def log_evaluation_extras(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Hook for a method's own validation/test metrics from the clean logits (default: none)."""
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluation_step(batch, "val")
+    def validation_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, "val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluation_step(batch, "test")
+    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, "test")
 
     def on_train_start(self) -> None:
         self.best_robust.reset()  # drop what the sanity check may have seen
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or "val_robust" not in self.metrics:
+        if self.trainer.sanity_checking or not self.metrics["val_robust"].update_called:
             return
         self.best_robust(self.metrics["val_robust"].compute())
         self.log("val/robust_acc_best", self.best_robust.compute(), sync_dist=True)

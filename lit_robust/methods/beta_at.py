@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 
 from lit_robust.attacks import BETA
-from lit_robust.attacks.base import check_eps
 from lit_robust.errors import ConfigError
 from lit_robust.losses import cross_entropy, negative_margins, sbeta_weights
 from lit_robust.methods.base import RobustClassifier
+from lit_robust.validate import non_negative
 
 
 class BETAAT(RobustClassifier):
@@ -62,7 +62,7 @@ class SBETAAT(BETAAT):
 
     def __init__(self, mu: float = 1.0, train_attack: BETA | None = None, **kwargs) -> None:
         super().__init__(train_attack=train_attack, **kwargs)
-        self.mu = check_eps(mu, "model.mu")
+        self.mu = non_negative("model.mu", mu)
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch

@@ -33,11 +33,11 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from lit_robust.attacks import PGD, TRADESKL, Attack
-from lit_robust.attacks.base import check_eps
 from lit_robust.errors import ConfigError
 from lit_robust.losses import cross_entropy, trades
 from lit_robust.methods.base import RobustClassifier
 from lit_robust.optim import AWP, EntropySGD
+from lit_robust.validate import integer, non_negative
 
 INNER_LOSSES = ("pgd_ce", "trades")
 # Lightning flags every training_step(dataloader_iter) as experimental; this module relies on it knowingly
@@ -51,16 +51,6 @@ def _entropy_sgd(params) -> EntropySGD:
 
 def _sgd(params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
-
-
-def _epochs(value: int | None, name: str, optional: bool = False) -> int | None:
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(
-            f"model.{name} must be an integer >= 0{' or null' if optional else ''}, got {value!r}"
-        )
-    return value
 
 
 class EntropySGDAT(RobustClassifier):
@@ -105,11 +95,11 @@ class EntropySGDAT(RobustClassifier):
         self.automatic_optimization = False
         self._batch_size = 1  # of the last training mini-batch, for self.log
         self.inner_loss = inner_loss
-        self.beta = check_eps(beta, "model.beta")
-        self.awp = AWP(awp_gamma) if check_eps(awp_gamma, "model.awp_gamma") > 0 else None
-        self.warmup_epochs = _epochs(warmup_epochs, "warmup_epochs")
-        self.awp_warmup_epochs = _epochs(awp_warmup_epochs, "awp_warmup_epochs")
-        self.ensgd_epochs = _epochs(ensgd_epochs, "ensgd_epochs", optional=True)
+        self.beta = non_negative("model.beta", beta)
+        self.awp = AWP(awp_gamma) if non_negative("model.awp_gamma", awp_gamma) > 0 else None
+        self.warmup_epochs = integer("model.warmup_epochs", warmup_epochs, 0)
+        self.awp_warmup_epochs = integer("model.awp_warmup_epochs", awp_warmup_epochs, 0)
+        self.ensgd_epochs = integer("model.ensgd_epochs", ensgd_epochs, 0, optional=True)
         if inner_loss == "trades":
             default: Attack = TRADESKL(steps=10, alpha=self.eps / 4)
         else:

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from lit_robust.attacks import Attack
-from lit_robust.certify import certified_correct, confidence_gap, correct_gap, net_certificate
+from lit_robust.diagnostics.gaps import certified_correct, confidence_gap, correct_gap, net_certificate
 from lit_robust.errors import ConfigError
 from lit_robust.losses import gap_loss, l2nnn
 from lit_robust.methods.base import RobustClassifier
+from lit_robust.validate import non_negative, positive
 
 WEIGHT_SCHEMES = ("strict", "penalty", "penalty_then_strict", "none")
 
@@ -33,18 +34,6 @@ class _ScaledLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x) * self.scale
-
-
-def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"model.{name} must be a number > 0, got {value!r}")
-    return float(value)
-
-
-def _non_negative(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(f"model.{name} must be a number >= 0, got {value!r}")
-    return float(value)
 
 
 class L2NNN(RobustClassifier):
@@ -110,13 +99,13 @@ class L2NNN(RobustClassifier):
             raise ConfigError(f"model.adv_on must be 'a' or 'ab', got {adv_on!r}")
         if switch_epoch is not None and (not isinstance(switch_epoch, int) or switch_epoch < 0):
             raise ConfigError(f"model.switch_epoch must be an int >= 0 or null, got {switch_epoch!r}")
-        self.radii = [_non_negative(r, "radii") for r in radii]
-        self.gamma, self.omega = _non_negative(gamma, "gamma"), _non_negative(omega, "omega")
-        self.z, self.lambda_w = _positive(z, "z"), _non_negative(lambda_w, "lambda_w")
+        self.radii = [non_negative("model.radii", r) for r in radii]
+        self.gamma, self.omega = non_negative("model.gamma", gamma), non_negative("model.omega", omega)
+        self.z, self.lambda_w = positive("model.z", z), non_negative("model.lambda_w", lambda_w)
         self.weight_scheme, self.switch_epoch, self.adv_on = weight_scheme, switch_epoch, adv_on
         k = self.net.num_classes
-        self.u = nn.Parameter(torch.full((k,), _positive(u_init, "u_init")))
-        v = torch.tensor(_positive(v_init, "v_init"))
+        self.u = nn.Parameter(torch.full((k,), positive("model.u_init", u_init)))
+        v = torch.tensor(positive("model.v_init", v_init))
         if v_trainable:
             self.v = nn.Parameter(v)
         else:

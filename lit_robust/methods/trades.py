@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from lit_robust.attacks import TRADESKL, Attack
-from lit_robust.attacks.base import check_eps
 from lit_robust.losses import trades
 from lit_robust.methods.base import RobustClassifier, robust_predictions
+from lit_robust.validate import non_negative
 
 
 class TRADES(RobustClassifier):
@@ -28,7 +28,7 @@ class TRADES(RobustClassifier):
 
     def __init__(self, beta: float = 6.0, train_attack: Attack | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.beta = check_eps(beta, "model.beta")
+        self.beta = non_negative("model.beta", beta)
         default = TRADESKL(steps=10, alpha=self.eps / 4)
         self.train_attack = self.bind_attack(train_attack if train_attack is not None else default)
 
@@ -37,5 +37,5 @@ class TRADES(RobustClassifier):
         x_adv = self.train_attack(self.net, x, y)
         logits, logits_adv = self(x), self(x_adv)
         self.log_accuracy("train", "clean", logits, y)
-        self.log_accuracy("train", "robust", robust_predictions(logits, logits_adv, y), y, logits.shape[1])
+        self.log_accuracy("train", "robust", robust_predictions(logits, logits_adv, y), y)
         return trades(logits, logits_adv, y, self.beta).mean()

@@ -11,7 +11,7 @@ CIFAR-10 release: ``branch_point=0``, ten separate nets.
 
 Certificate: every logit is an L-Lipschitz function of the input in L2, where L is the product of the
 per-layer bounds sqrt(b(W)) along that class's path (exactly 1 under the strict scheme), so the
-prediction cannot change within radius gap / (2L) (Lemma 6; see :mod:`lit_robust.certify`).
+prediction cannot change within radius gap / (2L) (Lemma 6; see :mod:`lit_robust.diagnostics.gaps`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from lit_robust.nets.l2nnn_layers import (
     _Nonexpansive,
     check_scheme,
 )
-from lit_robust.nets.normalize import _check_int, _check_int_list, _shape
+from lit_robust.nets.normalize import _shape
+from lit_robust.validate import integer, integers
 
 __all__ = ["L2NNNConvNet"]
 
@@ -84,12 +85,12 @@ class L2NNNConvNet(nn.Module):
     ) -> None:
         super().__init__()
         name = "L2NNNConvNet"
-        self.in_channels = _check_int(name, "in_channels", in_channels, 1)
-        self.image_size = _check_int(name, "image_size", image_size, 1)
-        convs = _check_int_list(name, "conv_channels", conv_channels, 1, "channel counts", allow_empty=True)
-        fcs = _check_int_list(name, "fc", fc, 1, "widths", allow_empty=True)
-        self.num_classes = _check_int(name, "num_classes", num_classes, 2)
-        kernel_size = _check_int(name, "kernel_size", kernel_size, 1)
+        self.in_channels = integer(f"{name}.in_channels", in_channels, 1)
+        self.image_size = integer(f"{name}.image_size", image_size, 1)
+        convs = integers(f"{name}.conv_channels", conv_channels, 1, allow_empty=True)
+        fcs = integers(f"{name}.fc", fc, 1, allow_empty=True)
+        self.num_classes = integer(f"{name}.num_classes", num_classes, 2)
+        kernel_size = integer(f"{name}.kernel_size", kernel_size, 1)
         pool = [True] * len(convs) if pool is None else list(pool)
         if len(pool) != len(convs):
             raise ConfigError(f"{name}: pool needs one entry per conv layer ({len(convs)}), got {pool}")

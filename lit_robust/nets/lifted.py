@@ -40,8 +40,8 @@ comes from a power iteration whose vectors are kept (warm start) in non-persiste
 
 from __future__ import annotations
 
+import contextlib
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +50,7 @@ from torch import nn
 
 from lit_robust.errors import ConfigError
 from lit_robust.nets.mlp import MLP
+from lit_robust.validate import non_negative
 
 __all__ = [
     "LiftedMLP",
@@ -424,11 +425,7 @@ def check_damping(value: object, field: str) -> str | float:
     """Validate a damping option (``"safe"``, ``"auto"``, ``"none"`` or a number >= 0), naming ``field``."""
     if value in ("safe", "auto", "none"):
         return value  # type: ignore[return-value]
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ConfigError(f"{field} must be 'safe', 'auto', 'none' or a number >= 0, got {value!r}")
-    return float(value)
+    if not isinstance(value, str):
+        with contextlib.suppress(ConfigError):
+            return non_negative(field, value)
+    raise ConfigError(f"{field} must be 'safe', 'auto', 'none' or a number >= 0, got {value!r}")

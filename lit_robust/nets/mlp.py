@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from lit_robust.errors import ConfigError
-from lit_robust.nets.normalize import _check_int, _check_int_list, _input_normalization, _shape
+from lit_robust.nets.normalize import _input_normalization, _shape
+from lit_robust.validate import integer, integers
 
 __all__ = ["MLP"]
 
@@ -37,9 +38,9 @@ class MLP(nn.Module):
         std: list[float] | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _check_int("MLP", "in_features", in_features, 1)
-        self.num_classes = _check_int("MLP", "num_classes", num_classes, 1)
-        widths = _check_int_list("MLP", "hidden", hidden, 1, "hidden widths", allow_empty=True)
+        self.in_features = integer("MLP.in_features", in_features, 1)
+        self.num_classes = integer("MLP.num_classes", num_classes, 1)
+        widths = integers("MLP.hidden", hidden, 1, allow_empty=True)
         self.hidden = widths
         self.normalize = _input_normalization("MLP", mean, std, in_channels=None)
         layers: list[nn.Module] = []

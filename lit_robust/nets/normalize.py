@@ -7,14 +7,13 @@ optional ``mean``/``std`` arguments and, when they are given, starts with a :cla
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from lit_robust.errors import ConfigError
+from lit_robust.validate import number
 
 __all__ = ["Normalize"]
 
@@ -85,37 +84,10 @@ def _float_list(owner: str, name: str, value: object) -> list[float]:
         raise ConfigError(f"{owner}: {name} must be a list of floats (one per channel), got {value!r}")
     out: list[float] = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
-            raise ConfigError(f"{owner}: {name} must be a list of finite floats, got {list(value)!r}")
-        out.append(float(v))
+        out.append(number(f"{owner}.{name}[{len(out)}]", v))
     if not out:
         raise ConfigError(f"{owner}: {name} must not be empty (one value per input channel)")
     return out
-
-
-def _check_int(owner: str, name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an int, raising ConfigError naming ``name`` unless it is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{owner}: {name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_int_list(
-    owner: str, name: str, value: object, minimum: int, what: str, allow_empty: bool = False
-) -> list[int]:
-    """Return ``value`` as a list of ints >= minimum; ``what`` names the entries in messages."""
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise ConfigError(f"{owner}: {name} must be a list of integers, got {value!r}")
-    if len(value) == 0 and not allow_empty:
-        raise ConfigError(f"{owner}: {name} must be a non-empty list of integers, got {list(value)!r}")
-    values = list(value)
-    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in values):
-        raise ConfigError(f"{owner}: {name} must be a list of integers, got {values!r}")
-    if any(v < minimum for v in values):
-        raise ConfigError(f"{owner}: {what} must be >= {minimum}, got {values}")
-    return [int(v) for v in values]
 
 
 def _input_normalization(

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_robust.nets.normalize import _check_image_input, _check_int, _check_int_list, _input_normalization
+from lit_robust.nets.normalize import _check_image_input, _input_normalization
+from lit_robust.validate import integer, integers
 
 __all__ = ["PreActBlock", "PreActResNet", "PreActResNet18"]
 
@@ -79,10 +80,10 @@ class PreActResNet(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        self.num_blocks = _check_int_list(name, "num_blocks", num_blocks, 1, "num_blocks entries")
-        self.num_classes = _check_int(name, "num_classes", num_classes, 1)
-        self.in_channels = _check_int(name, "in_channels", in_channels, 1)
-        self.base_width = _check_int(name, "base_width", base_width, 1)
+        self.num_blocks = integers(f"{name}.num_blocks", num_blocks, 1)
+        self.num_classes = integer(f"{name}.num_classes", num_classes, 1)
+        self.in_channels = integer(f"{name}.in_channels", in_channels, 1)
+        self.base_width = integer(f"{name}.base_width", base_width, 1)
         self.normalize = _input_normalization(name, mean, std, self.in_channels)
 
         self.conv1 = nn.Conv2d(self.in_channels, self.base_width, kernel_size=3, padding=1, bias=False)

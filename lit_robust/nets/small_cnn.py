@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from lit_robust.errors import ConfigError
-from lit_robust.nets.normalize import _check_image_input, _check_int, _check_int_list, _input_normalization
+from lit_robust.nets.normalize import _check_image_input, _input_normalization
+from lit_robust.validate import integer, integers
 
 __all__ = ["SmallCNN"]
 
@@ -48,11 +49,11 @@ class SmallCNN(nn.Module):
         std: list[float] | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("SmallCNN", "in_channels", in_channels, 1)
-        self.num_classes = _check_int("SmallCNN", "num_classes", num_classes, 1)
-        self.channels = _check_int_list("SmallCNN", "channels", channels, 1, "channels widths")
-        self.hidden = _check_int("SmallCNN", "hidden", hidden, 1)
-        self.input_size = _check_int("SmallCNN", "input_size", input_size, 1)
+        self.in_channels = integer("SmallCNN.in_channels", in_channels, 1)
+        self.num_classes = integer("SmallCNN.num_classes", num_classes, 1)
+        self.channels = integers("SmallCNN.channels", channels, 1)
+        self.hidden = integer("SmallCNN.hidden", hidden, 1)
+        self.input_size = integer("SmallCNN.input_size", input_size, 1)
         min_size = 2 ** len(self.channels)
         if self.input_size < min_size:
             raise ConfigError(

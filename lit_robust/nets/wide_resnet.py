@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lit_robust.errors import ConfigError
-from lit_robust.nets.normalize import _check_image_input, _check_int, _input_normalization
+from lit_robust.nets.normalize import _check_image_input, _input_normalization
+from lit_robust.validate import integer, number
 
 __all__ = ["WideBasicBlock", "WideResNet"]
 
@@ -107,17 +107,15 @@ class WideResNet(nn.Module):
         std: list[float] | None = None,
     ) -> None:
         super().__init__()
-        self.depth = _check_int("WideResNet", "depth", depth, 10)
+        self.depth = integer("WideResNet.depth", depth, 10)
         if (self.depth - 4) % 6 != 0:
             raise ConfigError(
                 f"WideResNet: depth must satisfy (depth - 4) % 6 == 0 (e.g. 10, 16, 22, 28, 34), got {depth}"
             )
-        self.widen = _check_int("WideResNet", "widen", widen, 1)
-        self.num_classes = _check_int("WideResNet", "num_classes", num_classes, 1)
-        self.in_channels = _check_int("WideResNet", "in_channels", in_channels, 1)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"WideResNet: dropout must be a float in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.widen = integer("WideResNet.widen", widen, 1)
+        self.num_classes = integer("WideResNet.num_classes", num_classes, 1)
+        self.in_channels = integer("WideResNet.in_channels", in_channels, 1)
+        self.dropout = number("WideResNet.dropout", dropout, 0.0, 1.0, high_open=True)
         self.normalize = _input_normalization("WideResNet", mean, std, self.in_channels)
 
         n = (self.depth - 4) // 6

@@ -21,13 +21,12 @@ current Langevin sample theta' (Algorithm 1 line 9).
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
-from lit_robust.errors import ConfigError
+from lit_robust.validate import positive
 
 EPS = 1e-20
 
@@ -60,10 +59,7 @@ class AWP:
     """
 
     def __init__(self, gamma: float = 0.01, train_mode: bool = True) -> None:
-        ok = isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma)
-        if not ok or gamma <= 0:
-            raise ConfigError(f"awp_gamma must be a finite number > 0, got {gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = positive("AWP.gamma", gamma)
         self.train_mode = bool(train_mode)
 
     def perturbation(

@@ -46,6 +46,7 @@ import torch
 from torch.optim import Optimizer
 
 from lit_robust.errors import ConfigError
+from lit_robust.validate import choice, integer, number
 
 OUTER_GRAD_SCALES = ("one", "gamma")
 CONVENTIONS = ("paper", "code")
@@ -91,22 +92,6 @@ def outer_direction(
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
-def _check(name: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and value <= hi
-    if not ok:
-        bound = f"{'>' if lo_open else '>='} {lo}" + ("" if hi == math.inf else f" and <= {hi}")
-        raise ConfigError(f"EntropySGD.{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def _choice(name: str, value: Any, choices: tuple) -> Any:
-    if value not in choices:
-        raise ConfigError(f"EntropySGD.{name} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
 class EntropySGD(Optimizer):
     """EntropySGD, first or second order, with an SGLD chain of L closure calls per ``step``.
 
@@ -168,32 +153,30 @@ class EntropySGD(Optimizer):
         sgld_lr_follows_lr: bool = False,
         seed: int | None = None,
     ) -> None:
-        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
-            raise ConfigError(f"EntropySGD.L must be an integer >= 1, got {L!r}")
-        if order not in (1, 2):
-            raise ConfigError(f"EntropySGD.order must be 1 or 2, got {order!r}")
-        wd = _check("weight_decay", weight_decay, 0.0)
+        L = integer("EntropySGD.L", L)
+        order = choice("EntropySGD.order", order, (1, 2))
+        wd = number("EntropySGD.weight_decay", weight_decay, 0.0)
         defaults = dict(
-            lr=_check("lr", lr, 0.0),
-            gamma=_check("gamma", gamma, 0.0, lo_open=True),
+            lr=number("EntropySGD.lr", lr, 0.0),
+            gamma=number("EntropySGD.gamma", gamma, 0.0, low_open=True),
             L=L,
-            sgld_lr=_check("sgld_lr", sgld_lr, 0.0, lo_open=True),
-            thermal_noise=_check("thermal_noise", thermal_noise, 0.0),
-            alpha=_check("alpha", alpha, 0.0, 1.0, lo_open=True),
+            sgld_lr=number("EntropySGD.sgld_lr", sgld_lr, 0.0, low_open=True),
+            thermal_noise=number("EntropySGD.thermal_noise", thermal_noise, 0.0),
+            alpha=number("EntropySGD.alpha", alpha, 0.0, 1.0, low_open=True),
             order=order,
-            momentum=_check("momentum", momentum, 0.0, 1.0),
+            momentum=number("EntropySGD.momentum", momentum, 0.0, 1.0),
             nesterov=bool(nesterov),
             weight_decay=wd,
-            sgld_momentum=_check("sgld_momentum", sgld_momentum, 0.0, 1.0),
+            sgld_momentum=number("EntropySGD.sgld_momentum", sgld_momentum, 0.0, 1.0),
             sgld_nesterov=bool(sgld_nesterov),
             sgld_weight_decay=wd
             if sgld_weight_decay is None
-            else _check("sgld_weight_decay", sgld_weight_decay, 0.0),
-            outer_grad_scale=_choice("outer_grad_scale", outer_grad_scale, OUTER_GRAD_SCALES),
-            alpha_convention=_choice("alpha_convention", alpha_convention, CONVENTIONS),
-            noise_convention=_choice("noise_convention", noise_convention, CONVENTIONS),
-            var_clamp=_check("var_clamp", var_clamp, 0.0, 1.0, lo_open=True),
-            scoping=_check("scoping", scoping, 0.0),
+            else number("EntropySGD.sgld_weight_decay", sgld_weight_decay, 0.0),
+            outer_grad_scale=choice("EntropySGD.outer_grad_scale", outer_grad_scale, OUTER_GRAD_SCALES),
+            alpha_convention=choice("EntropySGD.alpha_convention", alpha_convention, CONVENTIONS),
+            noise_convention=choice("EntropySGD.noise_convention", noise_convention, CONVENTIONS),
+            var_clamp=number("EntropySGD.var_clamp", var_clamp, 0.0, 1.0, low_open=True),
+            scoping=number("EntropySGD.scoping", scoping, 0.0),
             sgld_lr_follows_lr=bool(sgld_lr_follows_lr),
             outer_steps=0,  # t of the scoping schedule (a counter, saved with the groups)
             mode="chain",
@@ -205,9 +188,7 @@ class EntropySGD(Optimizer):
         super().__init__(params, defaults)
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"EntropySGD.seed must be an integer or None, got {seed!r}")
-        self.seed = seed
+        self.seed = integer("EntropySGD.seed", seed, None)
         self._generator: torch.Generator | None = None
         self._rng_state: torch.Tensor | None = None  # loaded, applied when the generator is created
         self.last_stats: dict[str, torch.Tensor | float | int] = {}

@@ -64,6 +64,28 @@ def test_evaluate_default_output_is_next_to_the_checkpoints(checkpoint, mnist_ro
     assert list(json.loads(out.read_text())["attacks"]) == ["pgd-20"]
 
 
+def test_evaluate_checks_reports_diagnostics(checkpoint, mnist_root, tmp_path):
+    """``--checks N``: gaps, Lipschitz estimates and masking checks of the first N test images, in the JSON
+    and the Markdown table; the masking check's white-box accuracy is the evaluation attack's (PGD-5)."""
+    ckpt, save_dir = checkpoint
+    args = tiny(mnist_root, save_dir, "--data.init_args.test_subset=40")
+    main(
+        ["evaluate", *args, f"--ckpt_path={ckpt}", "--suite=quick", "--checks=20", f"--output_dir={tmp_path}"]
+    )
+    report = json.loads((tmp_path / f"eval_{Path(ckpt).stem}.json").read_text())
+    checks = report["checks"]
+    assert checks["n_samples"] == 20
+    assert checks["gaps"]["mean_correct_gap_adv"] < checks["gaps"]["mean_correct_gap"]
+    assert not [k for k in checks["gaps"] if "certified" in k]  # SmallCNN has no proven certificate
+    lip = checks["lipschitz"]
+    assert 0 < lip["lower_bound"] == max(lip["jacobian_max"], lip["attack_pair_max"])
+    masking = checks["masking"]
+    assert masking["acc_whitebox"] <= masking["acc_clean"] and masking["num_flags"] == len(checks["flags"])
+    table = (tmp_path / f"eval_{Path(ckpt).stem}.md").read_text()
+    assert "| masking/acc_whitebox |" in table and "| lipschitz/lower_bound |" in table
+    assert "Gradient-masking flags raised:" in table
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -71,6 +93,7 @@ def test_evaluate_default_output_is_next_to_the_checkpoints(checkpoint, mnist_ro
         ([], "evaluate needs --ckpt_path"),
         (["--suite=strongest"], "suite must be one of"),
         (["--skip=[fab]"], "skip names attacks that are not in the suite"),
+        (["--checks=-1"], "--checks must be an integer >= 0"),
     ],
 )
 def test_evaluate_bad_input(checkpoint, mnist_root, capsys, extra, message):

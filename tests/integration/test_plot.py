@@ -27,7 +27,7 @@ trainer:
   callbacks+:
     - class_path: lit_robust.callbacks.RobustOverfitting
     - class_path: lit_robust.callbacks.ConfidenceGap
-      init_args: {radii: [0.1, 0.5], use_upper_bound: true, bins: 10}
+      init_args: {radii: [0.1, 0.5], bins: 10}
     - class_path: lit_robust.callbacks.LipschitzEstimate
       init_args: {num_samples: 20, iters: 30, jacobian_iters: 10}
     - class_path: lit_robust.callbacks.GradientMaskingCheck
@@ -102,7 +102,7 @@ def test_plot_writes_pngs_from_the_csv_logs(run_dir, tmp_path):
         0,
         1,
     ]
-    assert [e for e, _ in data["lipschitz/upper_bound"]] == [0, 1]
+    assert [e for e, _ in data["lipschitz/layer_product_estimate"]] == [0, 1]
 
 
 def test_plot_default_folder_and_module_entry_point(run_dir):

@@ -161,9 +161,9 @@ def test_seeded_and_bound_later():
     [
         ({"steps": 0}, "steps must be an integer >= 1, got 0"),
         ({"restarts": 0}, "restarts must be an integer >= 1, got 0"),
-        ({"rho": 1.0}, "rho must be a number in (0, 1), got 1.0"),
-        ({"rho": 0}, "rho must be a number in (0, 1), got 0"),
-        ({"rho": float("nan")}, "rho must be a number in (0, 1)"),
+        ({"rho": 1.0}, "APGD.rho must be a finite number in (0, 1), got 1.0"),
+        ({"rho": 0}, "APGD.rho must be a finite number in (0, 1), got 0"),
+        ({"rho": float("nan")}, "APGD.rho must be a finite number in (0, 1)"),
         ({"loss": "margin"}, "loss must be one of ['ce', 'dlr'], got 'margin'"),
         ({"n_target_classes": 0}, "n_target_classes must be an integer >= 1, got 0"),
         ({"eps": -1.0}, "eps must be a finite number >= 0"),

@@ -41,9 +41,9 @@ def quiet(model: AROVR) -> AROVR:
     "kwargs, message",
     [
         ({"variant": "dropout"}, "model.variant must be one of"),
-        ({"alpha": 0.0}, r"model.alpha must be in \(0, 1\]"),
-        ({"alpha": 1.5}, r"model.alpha must be in \(0, 1\]"),
-        ({"beta": 0.0}, r"model.beta must be in \(0, inf\)"),
+        ({"alpha": 0.0}, r"model.alpha must be a finite number in \(0, 1\]"),
+        ({"alpha": 1.5}, r"model.alpha must be a finite number in \(0, 1\]"),
+        ({"beta": 0.0}, r"model.beta must be a finite number > 0"),
         ({"variant": "arovr", "beta": 1.0}, "need beta < 1"),
         ({"variant": "arovr_ab", "alpha": 0.9, "beta": 2.0}, r"need 1 \+ beta \(1 - 2 alpha\) > 0"),
         ({"g_std": -0.1}, "model.g_std"),
@@ -52,7 +52,7 @@ def quiet(model: AROVR) -> AROVR:
         ({"damping": "strong"}, "model.damping"),
         (
             {"init_from": "/nonexistent/bp.ckpt"},
-            "model.init_from: checkpoint '/nonexistent/bp.ckpt' does not exist",
+            "model.init_from '/nonexistent/bp.ckpt' is not a file",
         ),
     ],
 )
@@ -132,7 +132,11 @@ def test_init_from_an_erm_checkpoint_of_the_same_mlp(tmp_path):
     model = AROVR(net=tiny_net(seed=5), init_from=ckpt)
     for key, value in erm.net.state_dict().items():
         assert torch.equal(model.net.state_dict()[key], value), key
-    with pytest.raises(ConfigError, match=r"model.init_from: net.layers.0.weight has shape \(8, 16\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.init_from: the checkpoint does not fit model.net \(LiftedMLP\): .*"
+        r"net.layers.0.weight: \(8, 16\) vs \(9, 16\)",
+    ):
         AROVR(net=LiftedMLP(in_features=16, hidden=[9, 8], num_classes=3), init_from=ckpt)
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")

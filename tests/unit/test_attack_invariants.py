@@ -189,7 +189,7 @@ def test_attack_follows_model_dtype_and_returns_input_dtype():
         ({"eps": 0.3, "restarts": 0}, "restarts must be an integer >= 1, got 0"),
         ({"eps": 0.3, "norm": "l1"}, "norm must be one of 'inf' (L_inf) or '2' (L_2), got 'l1'"),
         ({"eps": 0.3, "loss": "hinge"}, "loss must be one of ['ce', 'margin'], got 'hinge'"),
-        ({"eps": 0.3, "alpha": -1.0}, "alpha must be a finite number >= 0, got -1.0"),
+        ({"eps": 0.3, "alpha": -1.0}, "alpha must be a finite number >= 0 or null, got -1.0"),
     ],
 )
 def test_bad_arguments_raise_one_readable_error(kwargs, message):

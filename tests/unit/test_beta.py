@@ -339,10 +339,10 @@ def test_zero_eps_returns_input():
     "kwargs, message",
     [
         ({"steps": 0}, "steps must be an integer >= 1, got 0"),
-        ({"lr": -1.0}, "lr must be a finite number >= 0, got -1.0"),
+        ({"lr": -1.0}, "BETA.lr must be a finite number >= 0 or null, got -1.0"),
         ({"optimizer": "sgd"}, "optimizer must be one of ['rmsprop', 'adam', 'sign'], got 'sgd'"),
-        ({"rms_alpha": 1.0}, "rms_alpha must be a number in [0, 1), got 1.0"),
-        ({"target_chunk": 0}, "target_chunk must be an integer >= 1, got 0"),
+        ({"rms_alpha": 1.0}, "BETA.rms_alpha must be a finite number in [0, 1), got 1.0"),
+        ({"target_chunk": 0}, "BETA.target_chunk must be an integer >= 1 or null, got 0"),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -483,7 +483,7 @@ def test_invalid_args_name_the_field(kwargs: dict, field: str) -> None:
 def test_invalid_arg_message_and_sizes(cifar10_data: SimpleNamespace) -> None:
     with pytest.raises(ValueError) as info:
         MNIST(label_noise=1.5)
-    assert str(info.value) == "data.label_noise must be in [0, 1), got 1.5"
+    assert str(info.value) == "data.label_noise must be a finite number in [0, 1), got 1.5"
     with pytest.raises(ConfigError, match=r"data\.batch_size must be an integer >= 1, got 0"):
         MNIST(batch_size=0)
     root = cifar10_data.root

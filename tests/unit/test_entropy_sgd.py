@@ -279,5 +279,5 @@ def _name(net: nn.Module, p: torch.Tensor) -> str:
 
 
 def test_awp_rejects_a_bad_gamma():
-    with pytest.raises(ConfigError, match="awp_gamma"):
+    with pytest.raises(ConfigError, match="AWP.gamma must be a finite number > 0"):
         AWP(gamma=-0.1)

@@ -12,10 +12,16 @@ from lightning.pytorch.callbacks import Callback
 from test_methods import trainer
 
 from lit_robust.attacks import PGD, CarliniWagnerL2
-from lit_robust.certify import certified_correct, certified_radius, confidence_gap, correct_gap, radius_factor
 from lit_robust.data import MNIST
+from lit_robust.diagnostics.gaps import (
+    certified_correct,
+    certified_radius,
+    confidence_gap,
+    correct_gap,
+    radius_factor,
+)
+from lit_robust.diagnostics.lipschitz import jacobian_norm, layer_operator_norm
 from lit_robust.errors import ConfigError
-from lit_robust.lipschitz import jacobian_norm, layer_operator_norm
 from lit_robust.losses import gap_loss, l2nnn
 from lit_robust.methods import L2NNN
 from lit_robust.nets import L2NNNConvNet

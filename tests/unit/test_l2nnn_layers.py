@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_robust.diagnostics.lipschitz import layer_operator_norm, operator_norm
 from lit_robust.errors import ConfigError
-from lit_robust.lipschitz import layer_operator_norm, operator_norm
 from lit_robust.nets.l2nnn_layers import (
     ClassHeads,
     MaxPool,

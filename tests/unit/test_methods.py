@@ -114,6 +114,42 @@ def test_fit_tracks_best_robust_accuracy_and_checkpoints_on_validation(tmp_path)
     assert last["epoch"] == 2 and last["global_step"] == t.global_step
 
 
+def test_one_checkpoint_callback_with_save_last_is_not_enough(tmp_path):
+    """Issue 13 Part 2.8: why configure_callbacks keeps a second ModelCheckpoint. In Lightning 2.6 a single
+    ``ModelCheckpoint(monitor=..., save_last=True)`` writes last.ckpt only when it saves a new best, so
+    when the best epoch is not the final one last.ckpt holds the best epoch (a resume would redo work)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class Worse(PGDAT):
+        monitor = "val/worse"
+
+        def on_validation_epoch_end(self) -> None:  # a monitored value that only gets worse: best = epoch 0
+            self.log("val/worse", -float(self.current_epoch))
+
+    def fit(callbacks) -> tuple[Path, Trainer]:
+        model = Worse(
+            net=MLP(in_features=16, hidden=[8], num_classes=3), eps=0.1, train_attack=PGD(0.1, steps=1)
+        )
+        t = trainer(
+            max_epochs=3,
+            enable_checkpointing=True,
+            default_root_dir=tmp_path,
+            logger=False,
+            callbacks=callbacks,
+        )
+        t.fit(model, datamodule=TinyData())
+        return Path(t.checkpoint_callback.best_model_path).with_name("last.ckpt"), t
+
+    single = ModelCheckpoint(dirpath=tmp_path / "single", monitor="val/worse", mode="max", save_last=True)
+    last, _ = fit([single])
+    assert torch.load(last, weights_only=False)["epoch"] == 0  # a copy of the best, not the last epoch
+    last, t = fit([ModelCheckpoint(dirpath=tmp_path / "ours")])  # our configure_callbacks takes over
+    assert (
+        torch.load(last, weights_only=False)["epoch"] == 2
+        and Path(t.checkpoint_callback.best_model_path).name == "best-epoch000.ckpt"
+    )
+
+
 def test_scheduler_from_factory():
     model = PGDAT(
         net=bn_net(),

@@ -102,7 +102,7 @@ def test_lazy_step_size_and_bad_arguments():
     assert TRADESKL(0.3, alpha=0.01).step_size == 0.01
     for kwargs, message in [
         ({"steps": 0}, "steps must be an integer >= 1, got 0"),
-        ({"alpha": -0.1}, "alpha must be a finite number >= 0, got -0.1"),
+        ({"alpha": -0.1}, "TRADESKL.alpha must be a finite number >= 0 or null, got -0.1"),
         ({"init_std": float("inf")}, "init_std must be a finite number >= 0"),
     ]:
         with pytest.raises(ConfigError) as info:

@@ -73,3 +73,28 @@ def net_certificate(net: torch.nn.Module) -> tuple[float, bool] | None:
     each logit (``per_logit=True``) or of the whole logit vector."""
     method = getattr(net, "lipschitz_certificate", None)
     return None if method is None else method()
+
+
+def gap_values(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    adv_logits: torch.Tensor | None = None,
+    radii: Sequence[float] = (),
+    certificate: tuple[float, bool] | None = None,
+) -> dict[str, float]:
+    """The gap summary of a split: ``mean_gap`` (mean g), ``mean_correct_gap`` (mean g_y), the same with
+    ``_adv`` at adversarial logits, and, only with a proven ``certificate`` ``(L, per_logit)``,
+    ``certified_lipschitz`` = L and ``certified_acc@r`` for each radius r (:func:`certified_correct`)."""
+    values = {
+        "mean_gap": float(confidence_gap(logits).mean()),
+        "mean_correct_gap": float(correct_gap(logits, y).mean()),
+    }
+    if adv_logits is not None:
+        values["mean_gap_adv"] = float(confidence_gap(adv_logits).mean())
+        values["mean_correct_gap_adv"] = float(correct_gap(adv_logits, y).mean())
+    if certificate is not None and radii:
+        lip, per_logit = certificate
+        certified = certified_correct(logits, y, radii, lip, per_logit).float().mean(0)
+        values["certified_lipschitz"] = float(lip)
+        values.update({f"certified_acc@{r!r}": v for r, v in zip(radii, certified.tolist(), strict=True)})
+    return values

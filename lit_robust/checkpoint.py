@@ -1,0 +1,87 @@
+"""The one way a file of weights becomes a ready net or module.
+
+- :func:`read_checkpoint`: the file as a dict (a Lightning checkpoint, or a plain state dict), with an error
+  naming the field that gave the path when it is missing or unreadable;
+- :func:`net_weights`: the net's weights in it (``net.*`` keys of a module checkpoint, or the plain dict);
+- :func:`check_fits`: one error listing missing / unexpected keys and shape mismatches against a net;
+- :func:`load_net`: all three, then ``net.load_state_dict`` (e.g. ``AROVR(init_from=...)``);
+- :func:`load_module`: a :class:`~lit_robust.methods.RobustClassifier` from a Lightning checkpoint
+  (``evaluate``, scripts); ``fit/validate/test --ckpt_path`` go through Lightning, which calls the same
+  :func:`check_fits` from ``RobustClassifier.on_load_checkpoint``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lit_robust.errors import ConfigError
+
+
+def read_checkpoint(path: str | Path, field: str = "--ckpt_path") -> dict:
+    """``torch.load`` of ``path`` on the CPU; ConfigError naming ``field`` if it is not a readable dict."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{field} {str(path)!r} is not a file")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(f"{field}: cannot read {str(path)!r} as a torch checkpoint: {err}") from None
+    if not isinstance(ckpt, dict):
+        raise ConfigError(f"{field}: {str(path)!r} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
+
+
+def net_weights(ckpt: dict) -> dict:
+    """The net's state dict: the ``net.``-prefixed entries of a module's ``state_dict`` (prefix removed), or
+    ``ckpt`` itself when it is a plain state dict of tensors."""
+    state = ckpt.get("state_dict", ckpt)
+    weights = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+    if not weights and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        weights = dict(state)
+    return weights
+
+
+def check_fits(net: nn.Module, weights: dict, field: str) -> None:
+    """ConfigError naming ``field`` unless ``weights`` has exactly the keys of ``net.state_dict()`` with the
+    same shapes (non-tensor extra state, e.g. an L2NNN weight scheme, is compared by key only)."""
+
+    def shapes(state: dict) -> dict[str, tuple | None]:
+        return {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state.items()}
+
+    own, saved = shapes(net.state_dict()), shapes(weights)
+    problems = [f"missing net.{k}" for k in sorted(own.keys() - saved.keys())]
+    problems += [f"unexpected net.{k}" for k in sorted(saved.keys() - own.keys())]
+    problems += [
+        f"net.{k}: {saved[k]} vs {own[k]}" for k in sorted(own.keys() & saved.keys()) if saved[k] != own[k]
+    ]
+    if problems:
+        raise ConfigError(
+            f"{field}: the checkpoint does not fit model.net ({type(net).__name__}): "
+            + "; ".join(problems[:5])
+            + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+        )
+
+
+def load_net(net: nn.Module, path: str | Path, field: str = "model.init_from") -> None:
+    """Load the net weights of ``path`` (a module checkpoint or a plain state dict) into ``net``."""
+    weights = net_weights(read_checkpoint(path, field))
+    check_fits(net, weights, field)
+    net.load_state_dict(weights)
+
+
+def load_module(module: nn.Module, path: str | Path, field: str = "--ckpt_path") -> dict:
+    """Load a Lightning checkpoint of ``module`` (its net and any loss parameters, e.g. L2NNN's u/v) and
+    return the checkpoint dict (epoch, global_step, ...). The module's own config stays: only weights load."""
+    ckpt = read_checkpoint(path, field)
+    if "state_dict" not in ckpt:
+        raise ConfigError(f"{field} {str(path)!r} is not a Lightning checkpoint (no state_dict)")
+    module.on_load_checkpoint(ckpt)  # the net check of fit/test
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:  # a loss parameter outside the net (e.g. L2NNN's u) of another shape
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"{field}: checkpoint {str(path)!r} does not fit model: {first}") from None
+    return ckpt
