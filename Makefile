@@ -46,6 +46,7 @@ bench: install-dev data
 	$(BIN)/python benchmarks/bench_pgd_at.py
 	$(BIN)/python benchmarks/bench_entropysgd.py
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_arovr.py
+	$(BIN)/python benchmarks/bench_monitoring.py --data_dir $(DATA)
 
 lint: install-dev
 	$(BIN)/ruff check lit_robust tests scripts benchmarks

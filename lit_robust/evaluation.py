@@ -55,8 +55,23 @@ def _suite_table(norm: str) -> dict[str, Attack]:
     }
 
 
+def _suite_l2nnn(norm: str) -> dict[str, Attack]:
+    """L2NNN (flat nets with small gaps, where cross-entropy steps under-attack): each CE attack next to its
+    margin-loss twin at the same budget, plus CW-L2 at the paper's two budgets (L_2 only)."""
+    suite = {
+        "pgd-20": PGD(steps=20),
+        "pgd-20-margin": PGD(steps=20, loss="margin"),
+        "apgd-ce": APGD(steps=100, loss="ce"),
+        "apgd-t": APGD(steps=100, loss="dlr", targeted=True),
+    }
+    if norm == "2":
+        suite.update({f"cw-l2-{steps}": CarliniWagnerL2(steps=steps) for steps in (100, 1000)})
+    return suite
+
+
 SUITES: dict[str, Callable[[str], dict[str, Attack]]] = {
     "quick": _suite_quick,
+    "l2nnn": _suite_l2nnn,
     "standard": _suite_standard,
     "table": _suite_table,
 }

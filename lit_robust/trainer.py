@@ -40,7 +40,8 @@ class RobustTrainer(Trainer):
             datamodule: data; the ``split`` ("test" or "val") is evaluated (``test_subset`` limits it).
             ckpt_path: the checkpoint to evaluate (required).
             suite: "standard" (PGD-20, PGD-50 x 5 restarts, APGD-CE, APGD-T, BETA-10, CW-L2 for L_2,
-                AutoAttack), "table" (PGD-40, APGD-CE, BETA-10, AutoAttack) or "quick" (PGD-20, APGD-CE).
+                AutoAttack), "table" (PGD-40, APGD-CE, BETA-10, AutoAttack), "quick" (PGD-20, APGD-CE) or
+                "l2nnn" (PGD-20 CE and margin, APGD-CE, APGD-T, CW-L2 100 and 1000 it. under L_2).
             attacks: extra attacks by name (a name of the suite replaces that attack).
             skip: names of suite attacks not to run.
             output_dir: where ``eval_{checkpoint name}.{json,md}`` go; default the run's ``evaluation/``

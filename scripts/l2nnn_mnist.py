@@ -5,7 +5,8 @@ configs/mnist_l2nnn*.yaml, then
 - ``test`` on the full 10,000-image test set: clean accuracy, certified accuracy at L_2 radius 0.5, 1, 2
   (radius = gap/2), mean confidence gap, PGD-20 at L_2 eps 3;
 - ``evaluate`` on the first ``--test_subset`` test images at L_2 eps 3: Carlini-Wagner L_2 with 100 and
-  1000 iterations per binary-search step (the paper's Table 1 rows), PGD-20 and APGD-CE.
+  1000 iterations per binary-search step (the paper's Table 1 rows), PGD-20 and APGD-CE, and the same
+  budgets with margin losses (PGD-20 with the CW margin, APGD-T with targeted DLR).
 
     python scripts/l2nnn_mnist.py [--data_dir data] [--test_subset 200] [--runs model3 model4 noisy75]
                                   [--fit_only]
@@ -16,12 +17,11 @@ Every ``python -m lit_robust`` command is printed; finished fits, tests and eval
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
-from _runs import cli, evaluate_once, fit_once
+from _runs import cli, evaluate_once, fit_once, script_args
 
 from lit_robust.checkpoint import load_module
 from lit_robust.cli import main
@@ -52,10 +52,6 @@ RUNS = {
     "model3": ("L2NNN (Model 3)", "configs/mnist_l2nnn.yaml", CPU, "ckpt"),
     "model4": ("L2NNN + adv. training (Model 4)", "configs/mnist_l2nnn_adv.yaml", [*CPU, *ADV_CPU], "ckpt"),
     "noisy75": ("L2NNN, 75% random labels", "configs/mnist_l2nnn_noisy.yaml", NOISY_CPU, "last"),
-}
-CW = {
-    f"cw-l2-{steps}": {"class_path": "lit_robust.attacks.CarliniWagnerL2", "init_args": {"steps": steps}}
-    for steps in (100, 1000)
 }
 
 
@@ -127,8 +123,7 @@ def run(key: str, data_dir: str, test_subset: int, out_dir: Path, fit_only: bool
         test_record.write_text(json.dumps(test, indent=1))
     row = {"key": key, "name": name, "config": config, "fit": fit, "test": test}
     if key != "noisy75":
-        attacks = f"--attacks={json.dumps(CW)}"
-        eval_args = [*common, f"--data.init_args.test_subset={test_subset}", "--suite=quick", attacks]
+        eval_args = [*common, f"--data.init_args.test_subset={test_subset}", "--suite=l2nnn"]
         eval_args = [a for a in eval_args if not a.startswith("--trainer.callbacks")]
         row.update(evaluate_once(out_dir / f"{key}.json", eval_args, ckpt, test_subset, name))
     return row
@@ -168,32 +163,25 @@ def tables(rows: list[dict]) -> str:
             "",
             "First n test images, L_2 eps = 3 (a point counts if correct clean and under attack):",
             "",
-            "| run | n | clean | CW-L2 100 it. | CW-L2 1000 it. | PGD-20 | APGD-CE | worst case "
-            "| certified @2 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| run | n | clean | CW-L2 100 it. | CW-L2 1000 it. | PGD-20 (CE) | PGD-20 (margin) | APGD-CE "
+            "| APGD-T (DLR) | worst case | certified @2 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in evaluated:
             acc = r["report"]["accuracy"]
             cert = r["report"].get("certified", {}).get("2", float("nan"))
-            cols = ("clean", "cw-l2-100", "cw-l2-1000", "pgd-20", "apgd-ce", "worst_case")
+            cols = ("clean", "cw-l2-100", "cw-l2-1000", "pgd-20", "pgd-20-margin", "apgd-ce", "apgd-t")
             lines.append(
                 f"| {r['name']} | {r['report']['meta']['n_samples']} | "
-                + " | ".join(f"{100 * acc[c]:.2f}" for c in cols)
+                + " | ".join(f"{100 * acc[c]:.2f}" if c in acc else "-" for c in (*cols, "worst_case"))
                 + f" | {100 * cert:.2f} |"
             )
     return "\n".join(lines) + "\n"
 
 
 def main_script() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default="data")
-    parser.add_argument("--test_subset", type=int, default=200)
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    parser.add_argument("--out_dir", default="docs/l2nnn")
-    parser.add_argument("--fit_only", action="store_true", help="train (and record) only")
-    args = parser.parse_args()
+    args = script_args(__doc__, "runs", list(RUNS), "docs/l2nnn")
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows = [
         r for key in args.runs if (r := run(key, args.data_dir, args.test_subset, out_dir, args.fit_only))
     ]

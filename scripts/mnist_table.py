@@ -12,12 +12,11 @@ A finished fit is recorded in ``{out_dir}/{method}_fit.json`` and reused on the 
 
 from __future__ import annotations
 
-import argparse
 import ast
 import re
 from pathlib import Path
 
-from _runs import evaluate_once, fit_once
+from _runs import evaluate_once, fit_once, script_args
 
 SMALL_CNN = ["--model.init_args.net.init_args.channels=[16,32]", "--model.init_args.net.init_args.hidden=128"]
 METHODS = {
@@ -100,15 +99,8 @@ def _broken(entry: dict) -> str:
 
 
 def main_table() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default="data")
-    parser.add_argument("--test_subset", type=int, default=200)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--out_dir", default="docs/mnist_table")
-    parser.add_argument("--fit_only", action="store_true", help="train (and record) only; no evaluation")
-    args = parser.parse_args()
+    args = script_args(__doc__, "methods", list(METHODS), "docs/mnist_table")
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for key in args.methods:
         row = run(key, args.data_dir, args.test_subset, out_dir, args.fit_only)

@@ -11,11 +11,16 @@ DDP rules the callbacks follow:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lit_robust.attacks import Attack
+from lit_robust.errors import ConfigError
+from lit_robust.validate import integer
 
 
 @contextlib.contextmanager
@@ -92,3 +97,74 @@ def samples_to_take(batch: tuple[torch.Tensor, torch.Tensor], seen: int, limit: 
     """How many samples of ``batch`` to use when ``seen`` were used already and at most ``limit`` may be."""
     n = batch[0].shape[0]
     return n if limit is None else max(0, min(n, limit - seen))
+
+
+class SampledMonitor(Callback):
+    """Base of the monitors that look at the first ``num_samples`` validation samples (None: all; split
+    evenly across DDP ranks) on every ``every_n_epochs``-th validation epoch (:func:`is_due`).
+
+    A subclass implements :meth:`start` (reset its per-epoch state), :meth:`observe` (one batch's first
+    ``n`` samples, with the validation step's ``outputs``) and :meth:`finish` (reduce and log). An ``attack``
+    of its own, if given, is bound to the module's threat model at setup; otherwise the validation step's
+    adversarial batch is reused (:func:`evaluated`). ``self.first`` holds the first validation image."""
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        num_samples: int | None = None,
+        attack: Attack | None = None,
+        min_samples: int = 1,
+        optional_samples: bool = True,
+    ) -> None:
+        name = type(self).__name__
+        self.every_n_epochs = integer(f"{name}.every_n_epochs", every_n_epochs)
+        self.num_samples = integer(f"{name}.num_samples", num_samples, min_samples, optional=optional_samples)
+        if attack is not None and not isinstance(attack, Attack):
+            raise ConfigError(f"{name}.attack must be a lit_robust Attack, got {type(attack).__name__}")
+        self.attack = attack
+        self.last: dict = {}
+        self.first: torch.Tensor | None = None
+        self._active, self._seen = False, 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.attack is not None:
+            pl_module.bind_attack(self.attack)
+
+    def start(self, pl_module: LightningModule) -> None:
+        """Reset the per-epoch state (default: nothing)."""
+
+    def observe(self, pl_module: LightningModule, outputs, batch, n: int) -> None:
+        """Take the first ``n`` samples of ``batch``."""
+        raise NotImplementedError
+
+    def finish(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Reduce over ranks, log, write."""
+        raise NotImplementedError
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._active, self._seen, self.first = is_due(trainer, self.every_n_epochs), 0, None
+        self.start(pl_module)
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs,
+        batch,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not self._active:
+            return
+        if self.first is None:
+            self.first = batch[0][:1].detach()
+        limit = None if self.num_samples is None else math.ceil(self.num_samples / trainer.world_size)
+        n = samples_to_take(batch, self._seen, limit)
+        if n > 0:
+            self._seen += n
+            self.observe(pl_module, outputs, batch, n)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._active:
+            self._active = False
+            self.finish(trainer, pl_module)

@@ -33,29 +33,21 @@ ranks).
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Sequence
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from torchmetrics import CatMetric
 
 from lit_robust.attacks import Attack
-from lit_robust.callbacks._common import (
-    evaluated,
-    is_due,
-    log_values,
-    run_dir,
-    samples_to_take,
-    wandb_run,
-)
+from lit_robust.callbacks._common import SampledMonitor, evaluated, log_values, run_dir, wandb_run
 from lit_robust.diagnostics.gaps import confidence_gap, gap_values, net_certificate
 from lit_robust.errors import ConfigError
 from lit_robust.validate import floats, integer
 
 
-class ConfidenceGap(Callback):
-    """Distribution of top1 - top2 logit gaps on validation; certified accuracy when L is known.
+class ConfidenceGap(SampledMonitor):
+    """Distribution of top1 - top2 logit gaps on validation; certified accuracy when L is proven.
 
     Args:
         radii: L2 radii of the certified accuracy (e.g. ``[0.5, 1.0, 2.0]``); empty list: none.
@@ -80,14 +72,9 @@ class ConfidenceGap(Callback):
         every_n_epochs: int = 1,
         output_dir: str | None = None,
     ) -> None:
+        super().__init__(every_n_epochs, num_samples, attack)
         self.radii = floats("ConfidenceGap.radii", radii, allow_empty=True)
-        if attack is not None and not isinstance(attack, Attack):
-            raise ConfigError(
-                f"ConfidenceGap.attack must be a lit_robust Attack, got {type(attack).__name__}"
-            )
         self.adversarial = bool(adversarial)
-        self.attack = attack
-        self.num_samples = integer("ConfidenceGap.num_samples", num_samples, 1, optional=True)
         self.bins = integer("ConfidenceGap.bins", bins)
         if use_upper_bound:
             raise ConfigError(
@@ -96,43 +83,21 @@ class ConfidenceGap(Callback):
                 "Certified accuracy comes only from a net's proven lipschitz_certificate() (e.g. L2NNN); "
                 "LipschitzEstimate logs the product as lipschitz/layer_product_estimate"
             )
-        self.every_n_epochs = integer("ConfidenceGap.every_n_epochs", every_n_epochs)
         self.output_dir = output_dir
-        self.last: dict[str, float] = {}
         self.last_histogram: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._active = False
-        self._seen = 0
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.attack is not None:
-            pl_module.bind_attack(self.attack)
+        super().setup(trainer, pl_module, stage)
         self._dir = run_dir(trainer, self.output_dir)
         # per-sample logits (clean, adversarial) and labels, all-gathered on compute()
         self._clean, self._adv, self._labels = CatMetric(), CatMetric(), CatMetric()
 
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._active = is_due(trainer, self.every_n_epochs)
-        self._seen = 0
+    def start(self, pl_module: LightningModule) -> None:
         for metric in (self._clean, self._adv, self._labels):
             metric.reset()
             metric.to(pl_module.device)
 
-    def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs,
-        batch,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if not self._active:
-            return
-        limit = None if self.num_samples is None else math.ceil(self.num_samples / trainer.world_size)
-        n = samples_to_take(batch, self._seen, limit)
-        if n == 0:
-            return
-        self._seen += n
+    def observe(self, pl_module: LightningModule, outputs, batch, n: int) -> None:
         if self.adversarial:
             out = evaluated(pl_module, outputs, batch, n, self.attack)
             self._adv.update(out["adv_logits"].float())
@@ -148,19 +113,15 @@ class ConfidenceGap(Callback):
         certificate = net_certificate(pl_module.net)
         return None if certificate is None else (float(certificate[0]), bool(certificate[1]))
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._active:
-            return
-        self._active = False
+    def finish(self, trainer: Trainer, pl_module: LightningModule) -> None:
         logits, y = self._clean.compute(), self._labels.compute().long()  # all-gathered across ranks
         adv_logits = self._adv.compute() if self.adversarial else None
         gaps = {"clean": confidence_gap(logits)}
         if adv_logits is not None:
             gaps["adv"] = confidence_gap(adv_logits)
-        cert = self.lipschitz(pl_module)
-        summary = gap_values(logits, y, adv_logits, self.radii, cert)
+        summary = gap_values(logits, y, adv_logits, self.radii, self.lipschitz(pl_module))
         values = {f"val/{k}": v for k, v in summary.items()}
-        self.last = {k: float(v) for k, v in values.items()}
+        self.last = dict(values)
         if getattr(pl_module, "logs_gap_metrics", False):  # e.g. L2NNN logs these itself, on val and test
             values = {k: v for k, v in values.items() if k.endswith("_adv")}
         log_values(pl_module, values)

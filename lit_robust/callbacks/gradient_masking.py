@@ -12,19 +12,18 @@ ranks' images together, and equal on every rank. Logged under ``masking/`` (``ma
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_robust.callbacks._common import evaluated, is_due, log_values, monitoring, samples_to_take
+from lit_robust.callbacks._common import SampledMonitor, evaluated, log_values, monitoring
 from lit_robust.diagnostics.masking import MaskingChecks
 from lit_robust.validate import floats, integer, non_negative
 
 
-class GradientMaskingCheck(Callback):
+class GradientMaskingCheck(SampledMonitor):
     """Warnings and flags for gradient masking / a too weak evaluation, on validation.
 
     Args:
@@ -56,9 +55,8 @@ class GradientMaskingCheck(Callback):
         zero_grad_tolerance: float = 0.0,
         seed: int = 0,
     ) -> None:
+        super().__init__(every_n_epochs, num_samples, optional_samples=False)
         name = "GradientMaskingCheck"
-        self.every_n_epochs = integer(f"{name}.every_n_epochs", every_n_epochs)
-        self.num_samples = integer(f"{name}.num_samples", num_samples)
         self.checks = MaskingChecks(
             random_restarts=integer(f"{name}.random_restarts", random_restarts),
             steps_factor=integer(f"{name}.steps_factor", steps_factor),
@@ -70,29 +68,11 @@ class GradientMaskingCheck(Callback):
             zero_grad_tolerance=non_negative(f"{name}.zero_grad_tolerance", zero_grad_tolerance),
             seed=integer(f"{name}.seed", seed, 0),
         )
-        self.last: dict[str, float] = {}
-        self._active = False
 
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._active = is_due(trainer, self.every_n_epochs)
-        self._seen = 0
+    def start(self, pl_module: LightningModule) -> None:
         self._counts: dict[str, float] = {}
 
-    def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs,
-        batch,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if not self._active:
-            return
-        n = samples_to_take(batch, self._seen, math.ceil(self.num_samples / trainer.world_size))
-        if n == 0:
-            return
-        self._seen += n
+    def observe(self, pl_module: LightningModule, outputs, batch, n: int) -> None:
         white_logits = evaluated(pl_module, outputs, batch, n)["adv_logits"]  # the validation step's attack
         net = pl_module.net
         was_training = net.training
@@ -107,10 +87,7 @@ class GradientMaskingCheck(Callback):
         for key, value in counts.items():
             self._counts[key] = self._counts.get(key, 0.0) + value
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._active:
-            return
-        self._active = False
+    def finish(self, trainer: Trainer, pl_module: LightningModule) -> None:
         keys = sorted(self._counts)
         stacked = torch.tensor([self._counts[k] for k in keys], dtype=torch.float64, device=pl_module.device)
         total = dict(zip(keys, trainer.strategy.reduce(stacked, reduce_op="sum").tolist(), strict=True))

@@ -29,21 +29,18 @@ Logged every ``every_n_epochs`` validation epochs: ``lipschitz/layer_product_est
 
 from __future__ import annotations
 
-import math
-
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from torchmetrics import MaxMetric, MeanMetric
 
 from lit_robust.attacks import Attack
-from lit_robust.callbacks._common import evaluated, is_due, log_values, monitoring, samples_to_take
+from lit_robust.callbacks._common import SampledMonitor, evaluated, log_values, monitoring
 from lit_robust.diagnostics.gaps import net_certificate
 from lit_robust.diagnostics.lipschitz import jacobian_norm, layer_product, pair_ratios, spectral_norms
-from lit_robust.errors import ConfigError
 from lit_robust.validate import integer
 
 
-class LipschitzEstimate(Callback):
+class LipschitzEstimate(SampledMonitor):
     """Per-layer spectral norms, their product (an estimate) and data lower bounds, on validation.
 
     Args:
@@ -67,56 +64,25 @@ class LipschitzEstimate(Callback):
         attack_pairs: bool = True,
         seed: int = 0,
     ) -> None:
-        self.every_n_epochs = integer("LipschitzEstimate.every_n_epochs", every_n_epochs)
-        self.num_samples = integer("LipschitzEstimate.num_samples", num_samples, 0)
+        super().__init__(every_n_epochs, num_samples, attack, min_samples=0, optional_samples=False)
         self.iters = integer("LipschitzEstimate.iters", iters)
         self.jacobian_iters = integer("LipschitzEstimate.jacobian_iters", jacobian_iters)
-        if attack is not None and not isinstance(attack, Attack):
-            raise ConfigError(
-                f"LipschitzEstimate.attack must be a lit_robust Attack, got {type(attack).__name__}"
-            )
-        self.attack = attack
         self.attack_pairs = bool(attack_pairs)
         self.seed = integer("LipschitzEstimate.seed", seed, 0)
-        self.last: dict[str, float] = {}
-        self._active = False
-        self._seen = 0
-        self._sample: torch.Tensor | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.attack is not None:
-            pl_module.bind_attack(self.attack)
+        super().setup(trainer, pl_module, stage)
         self._jac_max, self._jac_mean, self._pair_max = MaxMetric(), MeanMetric(), MaxMetric()
 
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._active = is_due(trainer, self.every_n_epochs)
-        self._seen, self._sample = 0, None
+    def start(self, pl_module: LightningModule) -> None:
         for metric in (self._jac_max, self._jac_mean, self._pair_max):
             metric.reset()
             metric.to(pl_module.device)
 
-    def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs,
-        batch,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if not self._active:
-            return
-        x = batch[0]
-        if self._sample is None:
-            self._sample = x[:1].detach()
-        per_rank = math.ceil(self.num_samples / trainer.world_size)
-        n = samples_to_take(batch, self._seen, per_rank)
-        if n == 0:
-            return
-        self._seen += n
+    def observe(self, pl_module: LightningModule, outputs, batch, n: int) -> None:
         net = pl_module.net
         with monitoring(pl_module.device):
-            x = x[:n].clone()  # not an inference tensor
+            x = batch[0][:n].clone()  # not an inference tensor
             was_training = net.training
             net.eval()
             try:
@@ -124,25 +90,21 @@ class LipschitzEstimate(Callback):
                 jac = jacobian_norm(net, x, iters=self.jacobian_iters, generator=generator)
             finally:
                 net.train(was_training)
-        ratio = None
-        if self.attack_pairs:  # the validation step's adversarial pairs unless an own attack is set
-            out = evaluated(pl_module, outputs, batch, n, self.attack)
-            ratio = pair_ratios(out["x"], out["x_adv"], out["logits"], out["adv_logits"])
         # metric states live in the loop's (possibly inference) mode: update them outside `monitoring`
         self._jac_max.update(jac)
         self._jac_mean.update(jac)
-        if ratio is not None and ratio.numel():
-            self._pair_max.update(ratio)
+        if self.attack_pairs:  # the validation step's adversarial pairs unless an own attack is set
+            out = evaluated(pl_module, outputs, batch, n, self.attack)
+            ratio = pair_ratios(out["x"], out["x_adv"], out["logits"], out["adv_logits"])
+            if ratio.numel():
+                self._pair_max.update(ratio)
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._active:
-            return
-        self._active = False
+    def finish(self, trainer: Trainer, pl_module: LightningModule) -> None:
         values: dict[str, float] = {}
-        if self._sample is not None:
+        if self.first is not None:
             with monitoring(pl_module.device):
-                norms = spectral_norms(pl_module.net, self._sample.clone(), self.iters, self.seed)
-            if norms:  # a net without recognisable layers gets no (empty-product) bound
+                norms = spectral_norms(pl_module.net, self.first.clone(), self.iters, self.seed)
+            if norms:  # a net without recognisable layers gets no (empty-product) estimate
                 values["lipschitz/layer_product_estimate"] = layer_product(norms)
             values.update({f"lipschitz/layer/{name}": v for name, v in norms.items()})
         certificate = net_certificate(pl_module.net)

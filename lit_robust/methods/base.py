@@ -154,6 +154,16 @@ class RobustClassifier(LightningModule):
         self.log_accuracy(stage, "robust", robust_predictions(logits, adv_logits, y), y)
         return {"x": x, "y": y, "logits": logits, "x_adv": x_adv.detach(), "adv_logits": adv_logits}
 
+    def paired_logits(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f(x), f(x'), y)`` for x' = ``self.train_attack``'s output on the batch, with train clean and
+        robust (clean-and-adversarial) accuracy logged: the step of the paired losses (TRADES, MART)."""
+        x, y = batch
+        x_adv = self.train_attack(self.net, x, y)
+        logits, logits_adv = self(x), self(x_adv)
+        self.log_accuracy("train", "clean", logits, y)
+        self.log_accuracy("train", "robust", robust_predictions(logits, logits_adv, y), y)
+        return logits, logits_adv, y
+
     def log_evaluation_extras(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Hook for a method's own validation/test metrics from the clean logits (default: none)."""
 

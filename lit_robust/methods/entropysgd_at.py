@@ -31,6 +31,7 @@ from collections.abc import Iterator
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lit_robust.attacks import PGD, TRADESKL, Attack
 from lit_robust.errors import ConfigError
@@ -186,7 +187,9 @@ class EntropySGDAT(RobustClassifier):
         ``on_before_batch_transfer`` / ``transfer_batch_to_device`` / ``on_after_batch_transfer`` hooks of
         the module and the datamodule (e.g. on-device augmentation). With a ``dataloader_iter`` it is ours."""
         batch = self.trainer.precision_plugin.convert_input(batch)
-        batch = self._on_before_batch_transfer(batch, dataloader_idx=0)
+        dm = getattr(self.trainer, "datamodule", None)
+        owner = dm if dm is not None and is_overridden("on_before_batch_transfer", dm) else self
+        batch = owner.on_before_batch_transfer(batch, 0)  # the datamodule's hook wins, as in Lightning
         return self.trainer.strategy.batch_to_device(batch, dataloader_idx=0)
 
     def log(self, name: str, value, *args, **kwargs) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from lit_robust.attacks import PGD, Attack
 from lit_robust.losses import mart
-from lit_robust.methods.base import RobustClassifier, robust_predictions
+from lit_robust.methods.base import RobustClassifier
 from lit_robust.validate import non_negative
 
 
@@ -36,9 +36,5 @@ class MART(RobustClassifier):
         self.train_attack = self.bind_attack(train_attack if train_attack is not None else default)
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = batch
-        x_adv = self.train_attack(self.net, x, y)
-        logits, logits_adv = self(x), self(x_adv)
-        self.log_accuracy("train", "clean", logits, y)
-        self.log_accuracy("train", "robust", robust_predictions(logits, logits_adv, y), y)
+        logits, logits_adv, y = self.paired_logits(batch)
         return mart(logits, logits_adv, y, self.beta).mean()

@@ -12,7 +12,7 @@ import torch
 
 from lit_robust.attacks import TRADESKL, Attack
 from lit_robust.losses import trades
-from lit_robust.methods.base import RobustClassifier, robust_predictions
+from lit_robust.methods.base import RobustClassifier
 from lit_robust.validate import non_negative
 
 
@@ -33,9 +33,5 @@ class TRADES(RobustClassifier):
         self.train_attack = self.bind_attack(train_attack if train_attack is not None else default)
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = batch
-        x_adv = self.train_attack(self.net, x, y)
-        logits, logits_adv = self(x), self(x_adv)
-        self.log_accuracy("train", "clean", logits, y)
-        self.log_accuracy("train", "robust", robust_predictions(logits, logits_adv, y), y)
+        logits, logits_adv, y = self.paired_logits(batch)
         return trades(logits, logits_adv, y, self.beta).mean()

@@ -12,15 +12,15 @@ from test_methods import TinyData, trainer
 
 from lit_robust.cli import main
 from lit_robust.errors import ConfigError
-from lit_robust.methods import ERM
-from lit_robust.methods.arovr import (
-    AROVR,
+from lit_robust.lifted_objectives import (
     contrastive_potentials,
     contrastive_states,
     contrastive_surrogate,
     objective_value,
     random_wrong_labels,
 )
+from lit_robust.methods import ERM
+from lit_robust.methods.arovr import AROVR
 from lit_robust.nets import MLP
 from lit_robust.nets.lifted import LiftedMLP
 

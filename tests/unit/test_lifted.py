@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_robust.errors import ConfigError
-from lit_robust.methods.arovr import (
+from lit_robust.lifted_objectives import (
     contrastive_potentials,
     contrastive_states,
     contrastive_surrogate,

@@ -150,6 +150,33 @@ def test_one_checkpoint_callback_with_save_last_is_not_enough(tmp_path):
     )
 
 
+def test_fresh_and_loaded_modules_have_the_same_structure(tmp_path):
+    """Issue 13 Part 2.3: metrics are made in __init__ (not on first use), so a fresh module, one after fit
+    and one loaded by the one loader (lit_robust.checkpoint.load_module, strict) have the same modules and
+    state_dict keys."""
+    from lit_robust.checkpoint import load_module
+
+    def make() -> PGDAT:
+        torch.manual_seed(0)
+        return PGDAT(
+            net=MLP(in_features=16, hidden=[8], num_classes=3), eps=0.1, train_attack=PGD(0.1, steps=1)
+        )
+
+    fresh, fitted = make(), make()
+    t = trainer(max_epochs=1, enable_checkpointing=True, default_root_dir=tmp_path, logger=False)
+    t.fit(fitted, datamodule=TinyData())
+    assert [n for n, _ in fresh.named_modules()] == [n for n, _ in fitted.named_modules()]
+    assert {f"metrics.{s}_{k}" for s in ("train", "val", "test") for k in ("clean", "robust")} <= {
+        n for n, _ in fresh.named_modules()
+    }
+    ckpt = torch.load(t.checkpoint_callback.best_model_path, weights_only=False)
+    assert set(ckpt["state_dict"]) == set(fresh.state_dict())
+    loaded = make()
+    assert load_module(loaded, t.checkpoint_callback.best_model_path)["epoch"] == 0
+    for key, value in fitted.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
 def test_scheduler_from_factory():
     model = PGDAT(
         net=bn_net(),

@@ -48,7 +48,20 @@ def test_registry_lists_every_shipped_class(registry, base):
 
 
 def test_suites_are_named():
-    assert {"quick", "standard", "table"} <= set(SUITES)
+    assert {"quick", "standard", "table", "l2nnn"} <= set(SUITES)
+
+
+def test_l2nnn_suite_pairs_each_ce_attack_with_a_margin_loss():
+    """Issue 13 Part 1.5: the L2NNN evaluation has margin-loss PGD (CW loss) and APGD-T next to PGD-CE and
+    APGD-CE at the same budgets, and CW-L2 under L_2."""
+    from lit_robust.attacks import APGD, PGD, CarliniWagnerL2
+
+    suite = SUITES["l2nnn"]("2")
+    assert isinstance(suite["pgd-20-margin"], PGD) and suite["pgd-20-margin"].loss == "margin"
+    assert suite["pgd-20-margin"].steps == suite["pgd-20"].steps == 20
+    assert isinstance(suite["apgd-t"], APGD) and suite["apgd-t"].targeted and suite["apgd-t"].loss == "dlr"
+    assert isinstance(suite["cw-l2-1000"], CarliniWagnerL2)
+    assert "cw-l2-100" not in SUITES["l2nnn"]("inf")
 
 
 def help_text(capsys, args: list[str]) -> str:
