@@ -7,28 +7,51 @@
 - :func:`load_net`: all three, then ``net.load_state_dict`` (e.g. ``AROVR(init_from=...)``);
 - :func:`load_module`: a :class:`~lit_robust.methods.RobustClassifier` from a Lightning checkpoint
   (``evaluate``, scripts); ``fit/validate/test --ckpt_path`` go through Lightning, which calls the same
-  :func:`check_fits` from ``RobustClassifier.on_load_checkpoint``.
+  :func:`check_fits` from ``RobustClassifier.on_load_checkpoint``;
+- :func:`rng_states` / :func:`set_rng_states`: the global random streams a checkpoint carries, so that a
+  resumed fit draws the same attack starts as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from lit_robust.errors import ConfigError
 
+#: set to 1 to load checkpoints that hold arbitrary pickled objects (only files you trust)
+TRUST_ENV = "LIT_ROBUST_TRUST_CHECKPOINTS"
+
 
 def read_checkpoint(path: str | Path, field: str = "--ckpt_path") -> dict:
-    """``torch.load`` of ``path`` on the CPU; ConfigError naming ``field`` if it is not a readable dict."""
+    """``torch.load(weights_only=True)`` of ``path`` on the CPU (tensors and plain values only: a file whose
+    unpickling would run code is refused); ConfigError naming ``field`` if it is not a readable dict."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"{field} {str(path)!r} is not a file")
+    trusted = os.environ.get(TRUST_ENV) == "1"
     try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+        ckpt = torch.load(file, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if "unsupported global" in line.lower()]
+        if not lines:  # not a pickle of objects at all: a damaged or foreign file
+            detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"{field}: cannot read {str(path)!r} as a torch checkpoint: {detail}") from None
+        first = lines[0]
+        raise ConfigError(
+            f"{field}: {str(path)!r} holds more than tensors and plain values, which a safe load refuses "
+            f"(unpickling it could run code): {first}. If you wrote it yourself (e.g. with an older "
+            f"lit_robust) and trust it, set {TRUST_ENV}=1"
+        ) from None
     except Exception as err:
-        raise ConfigError(f"{field}: cannot read {str(path)!r} as a torch checkpoint: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{field}: cannot read {str(path)!r} as a torch checkpoint: {first}") from None
     if not isinstance(ckpt, dict):
         raise ConfigError(f"{field}: {str(path)!r} holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt
@@ -85,3 +108,36 @@ def load_module(module: nn.Module, path: str | Path, field: str = "--ckpt_path")
         first = str(err).strip().splitlines()[0]
         raise ConfigError(f"{field}: checkpoint {str(path)!r} does not fit model: {first}") from None
     return ckpt
+
+
+def rng_states() -> dict:
+    """Every global random stream (python, numpy, torch CPU, CUDA when present) as plain tensors and ints,
+    so that it survives ``torch.load(weights_only=True)``."""
+    version, state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": [version, list(state), gauss],
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` returned."""
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+    n = states["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -11,3 +11,8 @@ class ConfigError(LitRobustError, ValueError):
 
 class DataNotFoundError(LitRobustError, FileNotFoundError):
     """Dataset files are missing (the message names the directory and how to get the data)."""
+
+
+class TrainingDivergedError(LitRobustError, ArithmeticError):
+    """The training loss became non-finite (the message names the step, the method, the value and the last
+    good checkpoint, which is left untouched)."""

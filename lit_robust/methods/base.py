@@ -15,14 +15,15 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
 from lit_robust.attacks import PGD, Attack
 from lit_robust.attacks.threat import canonical_norm
-from lit_robust.checkpoint import check_fits, net_weights
-from lit_robust.errors import ConfigError
-from lit_robust.validate import radius
+from lit_robust.checkpoint import check_fits, net_weights, rng_states, set_rng_states
+from lit_robust.errors import ConfigError, TrainingDivergedError
+from lit_robust.validate import choice, radius
 
 STAGES = ("train", "val", "test")
 KINDS = ("clean", "robust")
@@ -58,6 +59,10 @@ class RobustClassifier(LightningModule):
         lr_scheduler: optional learning-rate scheduler factory, e.g.
             ``torch.optim.lr_scheduler.MultiStepLR``.
         scheduler_interval: when the scheduler steps: ``"epoch"`` or ``"step"``.
+        nonfinite: what a non-finite training loss does: ``"stop"`` the fit with a
+            :class:`~lit_robust.errors.TrainingDivergedError` (step, method, value, last good checkpoint;
+            no checkpoint is written from the diverged weights), or ``"skip"`` the batch (no update; the
+            count is logged as ``train/skipped_batches`` and reported at the end of fit).
     """
 
     #: metric the checkpoint callback and plateau schedulers monitor (always on the validation split)
@@ -72,6 +77,7 @@ class RobustClassifier(LightningModule):
         optimizer: OptimizerCallable = _adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
+        nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -80,7 +86,9 @@ class RobustClassifier(LightningModule):
             raise ConfigError(
                 f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
-        self.save_hyperparameters(ignore=["net", "eval_attack", "optimizer", "lr_scheduler"])
+        # objects (net, attacks, factories) stay out of the checkpoint's hyperparameters: a checkpoint holds
+        # tensors and plain values only, so it loads with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["net", "eval_attack", "train_attack", "optimizer", "lr_scheduler"])
         self.net = net
         self.eps = radius("model.eps", eps)
         self.norm = canonical_norm(norm)
@@ -88,6 +96,9 @@ class RobustClassifier(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.scheduler_interval = scheduler_interval
+        self.nonfinite = choice("model.nonfinite", nonfinite, ("stop", "skip"))
+        self.skipped_batches = 0
+        self._resume_rng: dict | None = None
         # accuracy = mean of per-sample correctness, one metric per stage and kind, made here (not on first
         # use) so that a fresh and a loaded module have the same modules and state_dict keys
         self.metrics = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in KINDS})
@@ -97,6 +108,7 @@ class RobustClassifier(LightningModule):
         """Refuse, with one error naming ``model.net``, a checkpoint whose net weights do not fit the
         configured net (``fit``/``validate``/``test --ckpt_path`` through Lightning, and ``evaluate``)."""
         check_fits(self.net, net_weights(checkpoint), "--ckpt_path")
+        self._resume_rng = checkpoint.get("rng_states")
 
     def bind_attack(self, attack: Attack) -> Attack:
         """Give an attack whose ``eps``/``norm`` are left open this module's threat model."""
@@ -131,10 +143,38 @@ class RobustClassifier(LightningModule):
         )
 
     # ------------------------------------------------------------------ loops
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         loss = self.training_loss(batch)
+        if not torch.isfinite(loss).all():
+            return self.on_nonfinite_loss(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_nonfinite_loss(self, loss: torch.Tensor) -> None:
+        """Stop (``nonfinite="stop"``) or skip the batch (``"skip"``: returning None skips the update)."""
+        if self.nonfinite == "skip":
+            self.skipped_batches += 1
+            self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
+            return None
+        saved = [cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.best_model_path]
+        last = next((p for p in saved if p.endswith("last.ckpt")), saved[0] if saved else "")
+        value = float(loss.detach().float().mean())
+        raise TrainingDivergedError(
+            f"{type(self).__name__}: the training loss is {value} at global step {self.global_step} "
+            f"(epoch {self.current_epoch}); stopped before the update. The last good "
+            f"checkpoint is {last or 'none (none was written yet)'} and is kept. Lower the learning rate, "
+            "or set model.nonfinite=skip to skip such batches"
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Carry every global random stream (attack random starts use torch's): an exact resume."""
+        checkpoint["rng_states"] = rng_states()
+
+    def on_fit_end(self) -> None:
+        if self.skipped_batches:
+            rank_zero_warn(
+                f"{type(self).__name__}: {self.skipped_batches} batches with a non-finite loss skipped"
+            )
 
     def _evaluation_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         """Clean and attacked metrics of one batch. Returns the batch's ``x``, ``y``, clean ``logits``,
@@ -175,6 +215,9 @@ class RobustClassifier(LightningModule):
 
     def on_train_start(self) -> None:
         self.best_robust.reset()  # drop what the sanity check may have seen
+        if self._resume_rng is not None:  # after the sanity check, which draws from the same streams
+            set_rng_states(self._resume_rng)
+            self._resume_rng = None
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or not self.metrics["val_robust"].update_called:
