@@ -6,17 +6,16 @@ everything else lives here so that every dataset splits, subsets and corrupts la
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
+from lit_robust.data.samplers import EpochSeededDistributedSampler, EpochSeededSampler, ResumableLoader
 from lit_robust.errors import ConfigError, DataNotFoundError
 from lit_robust.validate import integer, number
 
@@ -76,65 +75,6 @@ def random_crop_flip(
     batch = torch.arange(n, device=dev).view(n, 1, 1)
     out = padded.permute(0, 2, 3, 1)[batch, rows.unsqueeze(2), cols.unsqueeze(1)]  # (N, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()
-
-
-class EpochSeededSampler(RandomSampler):
-    """Random permutation that depends only on ``(seed, epoch)``.
-
-    Lightning calls ``set_epoch`` at the start of every training epoch, so a run resumed from a checkpoint
-    sees the same order as an uninterrupted one. Iterating without ``set_epoch`` advances the epoch, so
-    repeated iteration still gives fresh (reproducible) orders. Under DDP ``RobustDataModule`` uses
-    :class:`EpochSeededDistributedSampler` instead, which splits this same order across the ranks.
-    """
-
-    def __init__(self, data_source: TensorDataset, seed: int) -> None:
-        super().__init__(data_source, generator=torch.Generator())
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        self.generator.manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
-        self.epoch += 1
-        return super().__iter__()
-
-
-class EpochSeededDistributedSampler(DistributedSampler):
-    """Rank ``rank``'s share of :class:`EpochSeededSampler`'s order: ``perm[rank::num_replicas]``.
-
-    ``perm`` is exactly the permutation ``EpochSeededSampler(dataset, seed)`` yields for the epoch (drawn
-    by one, so the two cannot drift apart). Interleaving it across ranks means that with a per-rank batch
-    size ``b`` the ranks' k-th batches together are ``perm[k*W*b : (k+1)*W*b]`` (rank r takes positions
-    ``k*W*b + r, k*W*b + r + W, ...``): the k-th batch of a 1-process run with batch size ``W*b``. Every
-    rank averages its loss over ``b`` samples and DDP averages the gradients over the ``W`` ranks, so a
-    W-process fit makes the same updates as the 1-process fit, up to float summation order (for a net
-    without BatchNorm, whose statistics stay per rank, and training randomness that does not depend on
-    the batch layout).
-
-    When ``len(dataset)`` is not a multiple of ``num_replicas``, ``perm`` is padded by wrapping around
-    (``perm + perm[:pad]``) as ``DistributedSampler`` does, so that every rank gets
-    ``ceil(n / num_replicas)`` indices; the last global batch then repeats a few samples and differs
-    from the 1-process one. If ``n`` is a multiple of ``num_replicas`` (but not of the global batch),
-    the ranks' last batches are equally short and together are the 1-process last batch.
-
-    Being a ``DistributedSampler``, Lightning leaves it in place (``_requires_distributed_sampler``
-    checks ``isinstance(sampler, DistributedSampler)``) and calls ``set_epoch`` every epoch. Like
-    ``EpochSeededSampler``, iterating without ``set_epoch`` advances the epoch.
-    """
-
-    def __init__(self, dataset: TensorDataset, seed: int, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self._order = EpochSeededSampler(dataset, seed)
-
-    def __iter__(self) -> Iterator[int]:
-        self._order.set_epoch(self.epoch)
-        indices = list(self._order)
-        self.epoch += 1
-        pad = self.total_size - len(indices)
-        indices += (indices * math.ceil(pad / len(indices)))[:pad] if pad > 0 else []
-        return iter(indices[self.rank : self.total_size : self.num_replicas])
 
 
 class RobustDataModule(LightningDataModule, ABC):
@@ -350,17 +290,27 @@ class RobustDataModule(LightningDataModule, ABC):
 
         Under DDP (``trainer.world_size > 1``) each rank takes its interleaved share of that same order
         (:class:`EpochSeededDistributedSampler`, which Lightning does not replace), so W processes with
-        ``batch_size`` B/W see exactly the global batches of 1 process with ``batch_size`` B.
+        ``batch_size`` B/W see exactly the global batches of 1 process with ``batch_size`` B. The loader is
+        a :class:`ResumableLoader`: checkpoints record its position, so a fit resumes mid-epoch exactly.
         """
         dataset = self._dataset("train")
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
+        world = trainer.world_size if trainer is not None else 1
+        if world > 1:
             sampler: Any = EpochSeededDistributedSampler(
-                dataset, self.seed, num_replicas=trainer.world_size, rank=trainer.global_rank
+                dataset, self.seed, num_replicas=world, rank=trainer.global_rank
             )
         else:
             sampler = EpochSeededSampler(dataset, self.seed)
-        return self._loader(dataset, self.batch_size, sampler=sampler)
+        return ResumableLoader(
+            dataset,
+            self.batch_size,
+            sampler,
+            seed=self.seed,
+            world_size=world,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("val"), self.eval_batch_size or self.batch_size)
@@ -385,11 +335,12 @@ class RobustDataModule(LightningDataModule, ABC):
             self.setup("test" if split == "test" else "fit")
         return getattr(self, f"{split}_dataset")
 
-    def _loader(self, dataset: TensorDataset, batch_size: int, sampler: Any = None) -> DataLoader:
+    def _loader(self, dataset: TensorDataset, batch_size: int) -> DataLoader:
+        """An evaluation loader in file order; its own generator keeps it off the global random stream."""
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=sampler,
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -115,6 +115,14 @@ class AROVR(RobustClassifier):
         if init_from is not None:
             load_net(self.net, init_from)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["power_vectors"] = self.net.power_vectors()  # damping="auto"'s warm start: exact resume
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.net.load_power_vectors(checkpoint.get("power_vectors", []))
+
     def _generator(self, device: torch.device) -> torch.Generator:
         seed = self.noise_seed if self.noise_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
         rank = self.global_rank if self._trainer is not None else 0

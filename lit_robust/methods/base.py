@@ -10,6 +10,8 @@ net accepts the datamodule's inputs. A method overrides one hook::
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -23,7 +25,7 @@ from lit_robust.attacks import PGD, Attack
 from lit_robust.attacks.threat import canonical_norm
 from lit_robust.checkpoint import check_fits, net_weights, rng_states, set_rng_states
 from lit_robust.errors import ConfigError, TrainingDivergedError
-from lit_robust.validate import choice, radius
+from lit_robust.validate import choice, integer, positive, radius
 
 STAGES = ("train", "val", "test")
 KINDS = ("clean", "robust")
@@ -63,6 +65,10 @@ class RobustClassifier(LightningModule):
             :class:`~lit_robust.errors.TrainingDivergedError` (step, method, value, last good checkpoint;
             no checkpoint is written from the diverged weights), or ``"skip"`` the batch (no update; the
             count is logged as ``train/skipped_batches`` and reported at the end of fit).
+        checkpoint_every_n_steps: also rewrite ``last.ckpt`` every this many optimiser steps (with the
+            data loader's position and the random streams: a fit killed mid-epoch resumes exactly).
+        checkpoint_every_minutes: also rewrite ``last.ckpt`` when this many minutes of training passed
+            since the last such write. Either or both; ``last.ckpt`` is always rewritten after validation.
     """
 
     #: metric the checkpoint callback and plateau schedulers monitor (always on the validation split)
@@ -78,6 +84,8 @@ class RobustClassifier(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
         nonfinite: str = "stop",
+        checkpoint_every_n_steps: int | None = None,
+        checkpoint_every_minutes: float | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -98,11 +106,18 @@ class RobustClassifier(LightningModule):
         self.scheduler_interval = scheduler_interval
         self.nonfinite = choice("model.nonfinite", nonfinite, ("stop", "skip"))
         self.skipped_batches = 0
+        self.checkpoint_every_n_steps = integer(
+            "model.checkpoint_every_n_steps", checkpoint_every_n_steps, 1, optional=True
+        )
+        self.checkpoint_every_minutes = positive(
+            "model.checkpoint_every_minutes", checkpoint_every_minutes, optional=True
+        )
         self._resume_rng: dict | None = None
         # accuracy = mean of per-sample correctness, one metric per stage and kind, made here (not on first
         # use) so that a fresh and a loaded module have the same modules and state_dict keys
         self.metrics = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in KINDS})
         self.best_robust = MaxMetric()
+        self.best_robust.persistent(True)  # in the checkpoint: a resumed run keeps its best
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse, with one error naming ``model.net``, a checkpoint whose net weights do not fit the
@@ -214,8 +229,10 @@ class RobustClassifier(LightningModule):
         return self._evaluation_step(batch, "test")
 
     def on_train_start(self) -> None:
-        self.best_robust.reset()  # drop what the sanity check may have seen
-        if self._resume_rng is not None:  # after the sanity check, which draws from the same streams
+        """After a resume, put back the random streams the checkpoint carries. This runs after the sanity
+        check (which Lightning isolates) and before the first batch is fetched, transferred and augmented;
+        the loaders keep their own generators, so nothing draws in between in either run."""
+        if self._resume_rng is not None:
             set_rng_states(self._resume_rng)
             self._resume_rng = None
 
@@ -272,7 +289,8 @@ class RobustClassifier(LightningModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """Checkpoint on ``self.monitor`` (validation split): ``best-epochXXX.ckpt`` (the trainer's
-        ``checkpoint_callback``) and ``last.ckpt``, rewritten after every validation.
+        ``checkpoint_callback``) and ``last.ckpt``, rewritten after every validation and, when
+        ``checkpoint_every_n_steps``/``checkpoint_every_minutes`` are set, during the epoch too.
 
         ``last.ckpt`` has its own callback: Lightning's ``save_last=True`` only writes it when a best
         checkpoint is saved, so it would be a copy of the best one, not the last epoch. A
@@ -280,12 +298,19 @@ class RobustClassifier(LightningModule):
         existing = self.trainer.checkpoint_callbacks
         if not existing or any(cb.monitor is not None for cb in existing):
             return []
-        return [
+        last = {"monitor": None, "save_top_k": 1, "filename": "last", "enable_version_counter": False}
+        callbacks = [
             ModelCheckpoint(
                 monitor=self.monitor,
                 mode="max",
                 filename="best-epoch{epoch:03d}",
                 auto_insert_metric_name=False,
             ),
-            ModelCheckpoint(monitor=None, save_top_k=1, filename="last", enable_version_counter=False),
+            ModelCheckpoint(**last),
         ]
+        if self.checkpoint_every_n_steps:
+            callbacks.append(ModelCheckpoint(**last, every_n_train_steps=self.checkpoint_every_n_steps))
+        if self.checkpoint_every_minutes:
+            interval = timedelta(minutes=self.checkpoint_every_minutes)
+            callbacks.append(ModelCheckpoint(**last, train_time_interval=interval))
+        return callbacks

@@ -155,11 +155,15 @@ class EntropySGDAT(RobustClassifier):
         ensgd = isinstance(opt.optimizer, EntropySGD)
         chain, awp = self._phase()
         losses: list[torch.Tensor] = []
+        try:  # no batch left, no step: Lightning's count of batches is off by L - 1 per step after a
+            pending = [next(dataloader_iter)]  # mid-epoch resume, so it may call once more at the end
+        except StopIteration:
+            return None
 
         def closure() -> torch.Tensor | None:
             opt.zero_grad()  # before the data check: an optimiser must never see stale gradients
             try:
-                batch, _, _ = next(dataloader_iter)
+                batch, _, _ = pending.pop() if pending else next(dataloader_iter)
             except StopIteration:
                 return None
             batch = self._to_device(batch)

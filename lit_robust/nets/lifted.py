@@ -227,6 +227,16 @@ class LiftedMLP(MLP):
         return inference_objective(self.potential(states), states, c, r, g)
 
     # ------------------------------------------------------------------ damping
+    def power_vectors(self) -> list[torch.Tensor]:
+        """The power iteration's warm-start vectors (kept out of ``state_dict``; checkpoints of AROVR
+        carry them beside it so that a resumed fit takes exactly the uninterrupted fit's steps)."""
+        return [getattr(self, f"_power_v{i}").clone() for i in range(len(self._linear_idx))]
+
+    def load_power_vectors(self, vectors: list[torch.Tensor]) -> None:
+        """Put back what :meth:`power_vectors` returned (an empty list leaves a cold start)."""
+        for i, v in enumerate(vectors):
+            setattr(self, f"_power_v{i}", v.to(self.linears[i].weight.device))
+
     @torch.no_grad()
     def spectral_norms(
         self, n_iter: int = 2, cold_iter: int = 50, layers: list[int] | None = None
