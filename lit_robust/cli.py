@@ -9,15 +9,22 @@ Differences from a plain ``LightningCLI``:
 - configs are parsed with omegaconf, so ``${model.init_args.eps}`` interpolation works;
 - ``trainer.inference_mode`` defaults to False: Lightning's inference mode would silently disable the
   gradient attacks of validation and test;
-- the logger defaults to CSV under ``logs/`` (no account needed); W&B is one config line away and, without
-  its own ``save_dir``, writes beside the CSV logs;
+- the logger defaults to CSV under ``logs/`` (no account needed; :class:`lit_robust.loggers.CSVLogger`
+  continues a resumed run's ``metrics.csv``); W&B is one config line away and, without its own
+  ``save_dir``, writes beside the CSV logs;
+- ``fit --ckpt_path last`` continues the latest run of the config in its own folder (an error when there
+  is none) and ``--ckpt_path auto`` continues it or starts one (:mod:`lit_robust.resume`);
 - re-running into the same log directory overwrites its saved ``config.yaml``;
 - ``evaluate --ckpt_path C [--suite standard|table|quick]`` runs a suite of attacks on the test split and
   writes JSON + Markdown tables (:meth:`lit_robust.trainer.RobustTrainer.evaluate`); ``--checks N`` adds
   the diagnostics (gaps, Lipschitz estimates, masking checks) of the first N images;
 - ``plot RUN_DIR [--out DIR]`` draws PNG plots from a run's CSV logs (:mod:`lit_robust.plot`; no model
   or config needed);
-- bad input (a :class:`~lit_robust.errors.LitRobustError`) prints one ``error:`` line and exits 2;
+- bad input (a :class:`~lit_robust.errors.LitRobustError`, Lightning's checks of trainer arguments, a
+  misspelled option: :mod:`lit_robust.parser`) prints one ``error:`` line and exits 2 (``LIT_ROBUST_DEBUG=1``
+  shows the traceback); a fit
+  stopped by SIGUSR1/SIGTERM (:class:`~lit_robust.callbacks.Preemption`) prints one ``preempted:`` line
+  and exits with 128 + the signal number;
 - ``--ckpt_path`` loads weights only: the config and command line define the model (Lightning would
   replace them with the hyperparameters saved in the checkpoint, silently dropping e.g. an
   ``--model.init_args.eps`` given to test or evaluate a checkpoint at another radius).
@@ -25,22 +32,27 @@ Differences from a plain ``LightningCLI``:
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 import lit_robust.callbacks  # noqa: F401  (the callbacks' short names)
 from lit_robust.data import RobustDataModule
-from lit_robust.errors import LitRobustError
+from lit_robust.errors import LitRobustError, Preempted
 from lit_robust.methods import RobustClassifier
+from lit_robust.parser import DEBUG_ENV, RobustParser
+from lit_robust.preflight import preflight
 from lit_robust.registry import DATAMODULES, METHODS  # noqa: F401  (imported: listed by --help)
+from lit_robust.resume import resolve_resume
 from lit_robust.trainer import RobustTrainer
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "inference_mode": False,
     "logger": {
-        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "class_path": "lit_robust.loggers.CSVLogger",
         "init_args": {"save_dir": "logs", "name": "lit_robust"},
     },
 }
@@ -57,6 +69,7 @@ class RobustCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("trainer_class", RobustTrainer)
+        kwargs.setdefault("parser_class", RobustParser)
         if args is None or isinstance(args, list | tuple):
             args = help_for_chosen_class(sys.argv[1:] if args is None else list(args))
         parser_kwargs = kwargs.pop("parser_kwargs", {})
@@ -66,9 +79,16 @@ class RobustCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """A ``WandbLogger`` without its own ``save_dir`` writes next to the other loggers (the CSV
-        logger's ``logs/`` by default), not into the current directory."""
+        """Check devices, W&B, log folders and ``--ckpt_path`` before anything is built
+        (:mod:`lit_robust.preflight`); ``fit --ckpt_path last|auto`` finds the run to continue
+        (:func:`lit_robust.resume.resolve_resume`);
+        a ``WandbLogger`` without its own ``save_dir`` writes next to the other loggers (the CSV logger's
+        ``logs/`` by default), not into the current directory."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand:
+            preflight(config, self.subcommand)
+        if self.subcommand == "fit":
+            resolve_resume(config)
         loggers = config.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
         args = [lg.init_args for lg in loggers if hasattr(lg, "class_path")]
@@ -117,9 +137,17 @@ def main(args: list[str] | None = None, run: bool = True) -> RobustCLI | list:
             return plot_main(argv[1:])
         return RobustCLI(args=args, run=run)
     except Exception as err:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        if isinstance(err, MisconfigurationException):  # Lightning's own checks of the trainer's arguments
+            print(f"error: trainer: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+            raise SystemExit(2) from None
         user_error = _user_error(err)
         if user_error is None:
             raise
+        if isinstance(user_error, Preempted):  # not an error: the run stopped where it can continue
+            print(f"preempted: {user_error}", file=sys.stderr)
+            raise SystemExit(128 + int(user_error.signum)) from None
         print(f"error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -52,17 +52,34 @@ def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, eps: float = 0
 
 
 def trades(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
-    """TRADES (Zhang et al., ICML 2019), per sample:
+    """The sum of :func:`trades_terms`: the TRADES loss per sample."""
+    terms = trades_terms(logits, logits_adv, y, beta)
+    return terms["natural"] + terms["robust"]
+
+
+def trades_terms(
+    logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float
+) -> dict[str, torch.Tensor]:
+    """TRADES (Zhang et al., ICML 2019), per sample, as its two terms ``natural`` and ``robust``:
 
         L_i = CE(f(x_i), y_i) + beta * KL( softmax(f(x_i)) || softmax(f(x'_i)) )
 
     Its mean over the batch is the official loss (``KLDivLoss(reduction="sum") / B`` = batchmean KL).
     Gradients flow through both f(x) and f(x')."""
-    return cross_entropy(logits, y) + beta * kl_divergence(logits, logits_adv)
+    return {"natural": cross_entropy(logits, y), "robust": beta * kl_divergence(logits, logits_adv)}
 
 
 def mart(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
-    """MART (Wang et al., ICLR 2020), per sample, with the official implementation's constants:
+    """The sum of :func:`mart_terms`: the MART loss per sample."""
+    terms = mart_terms(logits, logits_adv, y, beta)
+    return terms["bce"] + terms["robust"]
+
+
+def mart_terms(
+    logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float
+) -> dict[str, torch.Tensor]:
+    """MART (Wang et al., ICLR 2020), per sample, as its terms ``bce`` and ``robust``, with the official
+    implementation's constants:
 
         BCE(p', y)  = -log p'_y - log(1.0001 - p'_{y'} + 1e-12),  y' = argmax_{k != y} p'_k
         L_i = BCE(p'_i, y_i) + beta * KL( p_i || p'_i ) * (1.0000001 - p_{i,y_i})
@@ -74,7 +91,7 @@ def mart(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: 
     p_runner_up = probs_adv.gather(1, runner_up[:, None]).squeeze(1)
     bce = cross_entropy(logits_adv, y) - torch.log(1.0001 - p_runner_up + 1e-12)
     p_true = logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1)
-    return bce + beta * kl_divergence(logits, logits_adv, eps=1e-12) * (1.0000001 - p_true)
+    return {"bce": bce, "robust": beta * kl_divergence(logits, logits_adv, eps=1e-12) * (1.0000001 - p_true)}
 
 
 def sbeta_weights(margins: torch.Tensor, mu: float) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lit_robust.attacks.threat import Ball, canonical_norm, make_ball
-from lit_robust.errors import ConfigError
+from lit_robust.errors import ConfigError, NonFiniteAttackError
 from lit_robust.validate import radius
 
 _BOX_TOL = 1e-6
@@ -121,6 +121,12 @@ class Attack(ABC):
                 target = target.detach().clone()
             x_adv = self.perturb(model, x0, y0, generator=generator, target=target)
             x_adv = self.clip(x0, x_adv.detach())
+        finite = torch.isfinite(x_adv.flatten(1)).all(1)
+        if not finite.all():
+            raise NonFiniteAttackError(
+                f"{type(self).__name__} produced non-finite inputs for {int((~finite).sum())} of "
+                f"{len(finite)} images (the model's gradient there is NaN or infinite); they are not used"
+            )
         return x_adv.to(x.dtype)
 
     @abstractmethod

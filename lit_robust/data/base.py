@@ -6,6 +6,7 @@ everything else lives here so that every dataset splits, subsets and corrupts la
 
 from __future__ import annotations
 
+import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust.data.samplers import EpochSeededDistributedSampler, EpochSeededSampler, ResumableLoader
-from lit_robust.errors import ConfigError, DataNotFoundError
+from lit_robust.errors import ConfigError, DataCorruptError, DataNotFoundError
 from lit_robust.validate import integer, number
 
 __all__ = [
@@ -253,7 +254,15 @@ class RobustDataModule(LightningDataModule, ABC):
             self.test_dataset = TensorDataset(_to_float(x), y)
 
     def _load_checked(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.load_split(train)
+        try:
+            x, y = self.load_split(train)
+        except (ValueError, EOFError, OSError, pickle.UnpicklingError) as err:  # a damaged or foreign file
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DataCorruptError(
+                f"data.data_dir {self.data_dir!r}: cannot read the {'training' if train else 'test'} "
+                f"split of {type(self).__name__}: {detail}. Delete the damaged file and put it in place "
+                f"again: {self.offline_hint()}"
+            ) from None
         if x.dtype != torch.uint8 or tuple(x.shape[1:]) != tuple(self.input_shape) or y.shape != x.shape[:1]:
             raise ValueError(
                 f"{type(self).__name__}.load_split returned images {x.dtype} {tuple(x.shape)} and labels "
@@ -296,6 +305,12 @@ class RobustDataModule(LightningDataModule, ABC):
         dataset = self._dataset("train")
         trainer = self.trainer
         world = trainer.world_size if trainer is not None else 1
+        if self.batch_size * world > len(dataset):
+            raise ConfigError(
+                f"data.batch_size must be <= {len(dataset) // world} (the training set of {len(dataset)}: "
+                f"data.train_subset, or the training file minus data.val_size, over {world} process(es)), "
+                f"got {self.batch_size}: each epoch would be one short batch"
+            )
         if world > 1:
             sampler: Any = EpochSeededDistributedSampler(
                 dataset, self.seed, num_replicas=world, rank=trainer.global_rank

@@ -10,6 +10,7 @@ net accepts the datamodule's inputs. A method overrides one hook::
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import torch
@@ -17,14 +18,17 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
 from lit_robust.attacks import PGD, Attack
 from lit_robust.attacks.threat import canonical_norm
+from lit_robust.callbacks.preemption import Preemption
 from lit_robust.checkpoint import check_fits, net_weights, rng_states, set_rng_states
-from lit_robust.errors import ConfigError, TrainingDivergedError
+from lit_robust.checkpoint_io import AtomicCheckpointIO
+from lit_robust.errors import ConfigError, NonFiniteAttackError, TrainingDivergedError
 from lit_robust.validate import choice, integer, positive, radius
 
 STAGES = ("train", "val", "test")
@@ -123,6 +127,14 @@ class RobustClassifier(LightningModule):
         """Refuse, with one error naming ``model.net``, a checkpoint whose net weights do not fit the
         configured net (``fit``/``validate``/``test --ckpt_path`` through Lightning, and ``evaluate``)."""
         check_fits(self.net, net_weights(checkpoint), "--ckpt_path")
+        writer = checkpoint.get("method")
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and writer is not None and writer != type(self).__name__:
+            raise ConfigError(
+                f"--ckpt_path was written by a {writer} fit, and this is a {type(self).__name__} fit: resume "
+                f"it with its own config (--model {writer}), or start this method from its weights "
+                "(evaluate and test take any checkpoint)"
+            )
         self._resume_rng = checkpoint.get("rng_states")
 
     def bind_attack(self, attack: Attack) -> Attack:
@@ -159,13 +171,39 @@ class RobustClassifier(LightningModule):
 
     # ------------------------------------------------------------------ loops
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        loss = self.training_loss(batch)
+        self._loss_terms: dict[str, torch.Tensor] = {}
+        try:
+            loss = self.training_loss(batch)
+        except NonFiniteAttackError as err:  # never train on them: stop or skip, as for a NaN loss
+            return self.on_nonfinite(str(err))
         if not torch.isfinite(loss).all():
-            return self.on_nonfinite_loss(loss)
+            return self.on_nonfinite(f"the training loss is {float(loss.detach().float().mean())}")
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
-    def on_nonfinite_loss(self, loss: torch.Tensor) -> None:
+    def loss_from_terms(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``sum_k mean_i terms[k]_i``: the loss of a method whose loss has named per-sample terms (TRADES'
+        natural and robust parts); each mean is logged as ``train/loss_<k>`` and named in the message of a
+        diverged step."""
+        means = {name: value.mean() for name, value in terms.items()}
+        for name, value in means.items():
+            self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True)
+        self._loss_terms = {name: value.detach() for name, value in means.items()}
+        return sum(means.values())  # type: ignore[return-value]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """A non-finite gradient (a finite loss can still give one) stops the fit or skips the step, as
+        ``nonfinite`` says: skipping drops every gradient, so the optimiser leaves the weights alone."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads and not torch.stack([g.isfinite().all() for g in grads]).all():
+            bad = next(
+                n for n, p in self.named_parameters() if p.grad is not None and not p.grad.isfinite().all()
+            )
+            self.on_nonfinite(f"the gradient of {bad} is not finite")
+            for p in self.parameters():
+                p.grad = None
+
+    def on_nonfinite(self, what: str) -> None:
         """Stop (``nonfinite="stop"``) or skip the batch (``"skip"``: returning None skips the update)."""
         if self.nonfinite == "skip":
             self.skipped_batches += 1
@@ -173,17 +211,25 @@ class RobustClassifier(LightningModule):
             return None
         saved = [cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.best_model_path]
         last = next((p for p in saved if p.endswith("last.ckpt")), saved[0] if saved else "")
-        value = float(loss.detach().float().mean())
+        terms = getattr(self, "_loss_terms", {})
+        parts = f" (terms: {', '.join(f'{k} {float(v):.6g}' for k, v in terms.items())})" if terms else ""
         raise TrainingDivergedError(
-            f"{type(self).__name__}: the training loss is {value} at global step {self.global_step} "
+            f"{type(self).__name__}: {what}{parts} at global step {self.global_step} "
             f"(epoch {self.current_epoch}); stopped before the update. The last good "
             f"checkpoint is {last or 'none (none was written yet)'} and is kept. Lower the learning rate, "
             "or set model.nonfinite=skip to skip such batches"
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Carry every global random stream (attack random starts use torch's): an exact resume."""
+        """Carry every global random stream (attack random starts use torch's) for an exact resume, and
+        the W&B run id (``--ckpt_path last|auto`` resumes that run); flush the loggers, so that the
+        metrics up to this checkpoint are on disk if the job is killed."""
         checkpoint["rng_states"] = rng_states()
+        checkpoint["method"] = type(self).__name__
+        for logger in self.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                checkpoint["wandb_id"] = logger.version
+            logger.save()
 
     def on_fit_end(self) -> None:
         if self.skipped_batches:
@@ -244,7 +290,11 @@ class RobustClassifier(LightningModule):
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
-        """Fail early, naming the fields, if the net cannot take the datamodule's inputs."""
+        """Write checkpoints atomically (:class:`~lit_robust.checkpoint_io.AtomicCheckpointIO`, unless the
+        trainer was given its own writer), and fail early, naming the fields, if the net cannot take the
+        datamodule's inputs."""
+        if self._trainer is not None and type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         shape, classes = getattr(dm, "input_shape", None), getattr(dm, "num_classes", None)
         if shape is None:
@@ -272,9 +322,13 @@ class RobustClassifier(LightningModule):
                 f"model.net ({type(self.net).__name__}) returns outputs of shape {tuple(out.shape[1:])} per "
                 f"sample but data {type(dm).__name__} has {classes} classes: set the net's num_classes"
             )
+        warn_if_vacuous(self.eps, self.norm, shape)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        try:
+            optimizer = self.optimizer_factory(self.parameters())
+        except (ValueError, TypeError) as err:  # torch's own checks: "Invalid learning rate: -1.0"
+            raise ConfigError(f"model.optimizer: {err}") from None
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
@@ -294,12 +348,16 @@ class RobustClassifier(LightningModule):
 
         ``last.ckpt`` has its own callback: Lightning's ``save_last=True`` only writes it when a best
         checkpoint is saved, so it would be a copy of the best one, not the last epoch. A
-        ``ModelCheckpoint`` with its own ``monitor`` in the trainer's callbacks is left alone."""
+        ``ModelCheckpoint`` with its own ``monitor`` in the trainer's callbacks is left alone. Also the
+        :class:`~lit_robust.callbacks.Preemption` handler (unless the trainer has one)."""
+        callbacks: list[Callback] = []
+        if not any(isinstance(cb, Preemption) for cb in self.trainer.callbacks):
+            callbacks.append(Preemption())
         existing = self.trainer.checkpoint_callbacks
         if not existing or any(cb.monitor is not None for cb in existing):
-            return []
+            return callbacks
         last = {"monitor": None, "save_top_k": 1, "filename": "last", "enable_version_counter": False}
-        callbacks = [
+        callbacks += [
             ModelCheckpoint(
                 monitor=self.monitor,
                 mode="max",
@@ -314,3 +372,19 @@ class RobustClassifier(LightningModule):
             interval = timedelta(minutes=self.checkpoint_every_minutes)
             callbacks.append(ModelCheckpoint(**last, train_time_interval=interval))
         return callbacks
+
+
+def warn_if_vacuous(eps: float, norm: str, shape: tuple[int, ...]) -> None:
+    """Warn, naming the value, when the threat model leaves no constraint: an L_inf ball of radius >= 1
+    holds all of [0, 1]^d, and an L_2 ball of radius >= sqrt(d) (the diameter of [0, 1]^d) does too."""
+    d = math.prod(shape)
+    if norm == "inf" and eps >= 1:
+        rank_zero_warn(
+            f"model.eps={eps:g} under L_inf: every image in [0, 1] is within reach (eps >= 1), so robust "
+            "accuracy measures nothing but the worst image; image eps are usually 0.3 (MNIST) or 8/255"
+        )
+    elif norm == "2" and eps >= math.sqrt(d):
+        rank_zero_warn(
+            f"model.eps={eps:g} under L_2 is at least the diameter sqrt({d}) = {math.sqrt(d):.4g} of the "
+            "input space: every image is within reach, so robust accuracy measures nothing"
+        )

@@ -94,6 +94,11 @@ class EntropySGDAT(RobustClassifier):
         if inner_loss not in INNER_LOSSES:
             raise ConfigError(f"model.inner_loss must be one of {list(INNER_LOSSES)}, got {inner_loss!r}")
         self.automatic_optimization = False
+        if self.nonfinite == "skip":
+            raise ConfigError(
+                f"model.nonfinite=skip is not available for {type(self).__name__}: an optimiser step spans "
+                "several batches (an SGLD chain), which cannot drop one; use nonfinite=stop"
+            )
         self._batch_size = 1  # of the last training mini-batch, for self.log
         self.inner_loss = inner_loss
         self.beta = non_negative("model.beta", beta)
@@ -130,7 +135,8 @@ class EntropySGDAT(RobustClassifier):
 
     def minibatch_backward(self, batch: tuple[torch.Tensor, torch.Tensor], awp: bool) -> torch.Tensor:
         """One closure call's work: attack at theta', AWP perturbation v at theta' (if on), gradient of the
-        loss at theta' + v into ``.grad``; returns the detached loss. The weights end at theta'."""
+        loss at theta' + v into ``.grad``; returns the detached loss. The weights end at theta'. A
+        non-finite loss stops the fit (``nonfinite="skip"`` is not possible inside a chain)."""
         x, y = batch
         x_adv = self.train_attack(self.net, x, y)
         v = None
@@ -138,6 +144,8 @@ class EntropySGDAT(RobustClassifier):
             v = self.awp.perturbation(self.net, lambda: self.adversarial_loss(x, x_adv, y, log=False))
         with AWP.perturbed(v):
             loss = self.adversarial_loss(x, x_adv, y)
+            if not torch.isfinite(loss):  # before the backward: no NaN reaches the optimiser
+                self.on_nonfinite(f"the training loss is {float(loss.detach())}")
             self.manual_backward(loss)
         return loss.detach()
 

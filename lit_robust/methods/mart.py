@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from lit_robust.attacks import PGD, Attack
-from lit_robust.losses import mart
+from lit_robust.losses import mart_terms
 from lit_robust.methods.base import RobustClassifier
 from lit_robust.validate import non_negative
 
@@ -37,4 +37,4 @@ class MART(RobustClassifier):
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         logits, logits_adv, y = self.paired_logits(batch)
-        return mart(logits, logits_adv, y, self.beta).mean()
+        return self.loss_from_terms(mart_terms(logits, logits_adv, y, self.beta))

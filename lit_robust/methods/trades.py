@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from lit_robust.attacks import TRADESKL, Attack
-from lit_robust.losses import trades
+from lit_robust.losses import trades_terms
 from lit_robust.methods.base import RobustClassifier
 from lit_robust.validate import non_negative
 
@@ -34,4 +34,4 @@ class TRADES(RobustClassifier):
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         logits, logits_adv, y = self.paired_logits(batch)
-        return trades(logits, logits_adv, y, self.beta).mean()
+        return self.loss_from_terms(trades_terms(logits, logits_adv, y, self.beta))

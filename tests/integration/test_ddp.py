@@ -47,6 +47,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -209,31 +210,108 @@ def epoch_values(log_dir: Path) -> dict[int, dict[str, float]]:
     return values
 
 
-def test_ddp_fit_sees_the_one_process_batches(same_batch_fits):
-    """2 processes at batch 8 make the updates of 1 process at batch 16: per-epoch metrics and final
-    weights agree up to float summation order (tolerances in the module docstring)."""
-    one_dir, ddp_dir = same_batch_fits
-    one, ddp = epoch_values(one_dir), epoch_values(ddp_dir)
-    assert sorted(one) == sorted(ddp) == [0, 1]
+def assert_same_fit(one_dir: Path, other_dir: Path) -> None:
+    """Per-epoch metrics and final weights of two 2-epoch fits agree up to float summation order
+    (tolerances in the module docstring)."""
+    one, other = epoch_values(one_dir), epoch_values(other_dir)
+    assert sorted(one) == sorted(other) == [0, 1]
     for epoch in one:
-        assert set(one[epoch]) == set(ddp[epoch]) == set(COMPARED), epoch
+        assert set(one[epoch]) == set(other[epoch]) == set(COMPARED), epoch
         for key in COMPARED:
             if key.endswith("_acc") or key.endswith("_acc_epoch"):
                 images = 264 if key.startswith("train") else 100
-                assert ddp[epoch][key] == pytest.approx(one[epoch][key], abs=1.01 / images), (epoch, key)
+                assert other[epoch][key] == pytest.approx(one[epoch][key], abs=1.01 / images), (epoch, key)
             else:
-                assert ddp[epoch][key] == pytest.approx(one[epoch][key], rel=1e-4), (epoch, key)
+                assert other[epoch][key] == pytest.approx(one[epoch][key], rel=1e-4), (epoch, key)
     assert one[1]["val/clean_acc"] > 0.4  # the run learned, so the weights carry its batches
 
     ckpts = [
-        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-        for d in (one_dir, ddp_dir)
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        for d in (one_dir, other_dir)
     ]
     assert ckpts[0]["global_step"] == ckpts[1]["global_step"] == 34  # 2 epochs x 17 optimiser steps
-    weights_one, weights_ddp = (
+    weights_one, weights_other = (
         {k: v for k, v in c["state_dict"].items() if k.startswith("net.")} for c in ckpts
     )
-    assert list(weights_one) == list(weights_ddp) and len(weights_one) == 6  # 3 linear layers
+    assert list(weights_one) == list(weights_other) and len(weights_one) == 6  # 3 linear layers
     for name, w in weights_one.items():
-        diff = (weights_ddp[name] - w).norm() / w.norm()
+        diff = (weights_other[name] - w).norm() / w.norm()
         assert diff < 1e-5, (name, float(diff))
+
+
+def test_ddp_fit_sees_the_one_process_batches(same_batch_fits):
+    """2 processes at batch 8 make the updates of 1 process at batch 16."""
+    assert_same_fit(*same_batch_fits)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_two_nodes(argv: list[str]) -> None:
+    """``argv`` as two "nodes" on localhost: two torchrun launchers (static rendezvous on 127.0.0.1, gloo),
+    one process each, ``--trainer.num_nodes=2 --trainer.devices=1``."""
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc_per_node=1",
+                f"--node_rank={rank}",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                "-m",
+                "lit_robust",
+                *argv,
+                "--trainer.accelerator=cpu",
+                "--trainer.strategy=ddp",
+                "--trainer.num_nodes=2",
+                "--trainer.devices=1",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=540)[0] for node in nodes]
+    for rank, (node, out) in enumerate(zip(nodes, outputs, strict=True)):
+        assert node.returncode == 0, f"node {rank}:\n{out[-3000:]}"
+    assert "distributed_backend=gloo" in outputs[0] and "All distributed processes registered" in outputs[0]
+
+
+def test_two_nodes_with_torchrun_and_resume_across_process_counts(same_batch_fits, mnist_root, tmp_path):
+    """Epoch 0 on 2 torchrun "nodes" (batch 8 each), epoch 1 resumed in 1 process (batch 16), and the
+    reverse: both end where the 1-process fit ends (weights within 1e-5, the same per-epoch metrics)."""
+    one_dir, _ = same_batch_fits
+    runs = tmp_path / "mnist_pgd_at_demo"
+    torchrun_two_nodes(
+        ["fit", *fit_args(mnist_root, tmp_path, "nodes_then_one", 8), "--trainer.max_epochs=1"]
+    )
+    run_cli(
+        [
+            "fit",
+            *fit_args(mnist_root, tmp_path, "nodes_then_one", 16),
+            "--trainer.devices=1",
+            "--ckpt_path=last",
+        ]
+    )
+    assert_same_fit(one_dir, runs / "nodes_then_one")
+    run_cli(
+        [
+            "fit",
+            *fit_args(mnist_root, tmp_path, "one_then_nodes", 16),
+            "--trainer.devices=1",
+            "--trainer.max_epochs=1",
+        ]
+    )
+    torchrun_two_nodes(["fit", *fit_args(mnist_root, tmp_path, "one_then_nodes", 8), "--ckpt_path=last"])
+    assert_same_fit(one_dir, runs / "one_then_nodes")

@@ -217,6 +217,7 @@ def test_checkpoint_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
         ({"awp_warmup_epochs": True}, "model.awp_warmup_epochs"),
         ({"ensgd_epochs": 1.5}, "model.ensgd_epochs"),
         ({"beta": float("nan")}, "model.beta"),
+        ({"nonfinite": "skip"}, "model.nonfinite=skip is not available for EntropySGDAT"),
     ],
 )
 def test_bad_config_values_name_the_field(kwargs, field):
