@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
+from test_long_runs import trainer as make_trainer
 
 from lit_robust.attacks import BETA, PGD, TRADESKL
 from lit_robust.data import MNIST
@@ -103,19 +104,8 @@ def fit(name: str, root: str, out: Path, stop: int | None = None, resume: bool =
     random.seed(999 if resume else 0)
     np.random.seed(999 if resume else 0)
     model = make(eval_attack=PGD(steps=3, random_start=True), checkpoint_every_n_steps=4 if steps > 2 else 3)
-    trainer = Trainer(
-        max_epochs=EPOCHS,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        default_root_dir=str(out),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
-        deterministic=True,
-        num_sanity_val_steps=1,
-        callbacks=[StopAt(stop)] if stop is not None else [],
-    )
+    callbacks = [StopAt(stop)] if stop is not None else []
+    trainer = make_trainer(out, EPOCHS, num_sanity_val_steps=1, callbacks=callbacks)
     ckpt = str(out / "checkpoints" / "last.ckpt") if resume else None
     if stop is not None:
         with pytest.raises(Stopped):
