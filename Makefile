@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= data
-export WANDB_MODE ?= offline
 
 .PHONY: demo test bench lint data install install-dev eval-deps clean
 
@@ -18,11 +17,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
-# The [eval] extra, then torchattacks without its dependency pins (they would downgrade requests and
-# pull CUDA torch through torchvision): see pyproject.toml.
-$(VENV)/.installed-eval: pyproject.toml requirements-eval-nodeps.txt | $(BIN)/python
+# The [eval] extra (scipy, for SVHN's MATLAB files) next to the dev tools.
+$(VENV)/.installed-eval: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,eval]'
-	$(BIN)/pip install -q --no-deps -r requirements-eval-nodeps.txt
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -38,7 +35,7 @@ demo: install data
 	$(BIN)/python scripts/demo.py --data_dir $(DATA)
 
 test: install-dev eval-deps data
-	$(BIN)/python -m pytest
+	WANDB_MODE=offline $(BIN)/python -m pytest
 
 # Speed targets: PGD-AT vs a hand-written loop, EntropySGD-AT vs PGD-AT (<= 1.1x per gradient evaluation),
 # AROVR^g vs backprop (<= 3x per epoch). Results also go to benchmarks/results/*.json.

@@ -261,6 +261,9 @@ def run_attacks(
                 x_adv = attack(net, x[idx], y[idx])
                 with torch.no_grad():
                     survived[idx] = net(x_adv).argmax(dim=1) == y[idx]
+                verdict = getattr(attack, "last_robust", None)  # official AutoAttack resumed from its state
+                if verdict is not None:
+                    survived[idx] &= verdict.to(survived.device)
                 for part, n in getattr(attack, "last_breakdown", {}).items():  # ensembles: who broke what
                     breakdowns.setdefault(name, {}).setdefault(part, 0)
                     breakdowns[name][part] += n

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_robust.attacks import Attack
+from lit_robust.attacks import Attack, AutoAttack
 from lit_robust.checkpoint import load_module
 from lit_robust.diagnostics import run_checks
 from lit_robust.errors import ConfigError
@@ -68,6 +68,14 @@ class RobustTrainer(Trainer):
         }
 
         state = load_module(model, ckpt, "--ckpt_path")
+        out = (
+            Path(output_dir)
+            if output_dir
+            else (ckpt.parent.parent / "evaluation" if ckpt.parent.name == "checkpoints" else ckpt.parent)
+        )
+        for attack in attack_suite.values():  # an interrupted AutoAttack resumes from its state
+            if isinstance(attack, AutoAttack) and attack.state_dir is None:
+                attack.state_dir = str(out / f"autoattack_state_{ckpt.stem}")
 
         datamodule.setup("test" if split == "test" else "validate")
         loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
@@ -92,11 +100,6 @@ class RobustTrainer(Trainer):
             "split": split,
             "suite": suite,
         }
-        out = (
-            Path(output_dir)
-            if output_dir
-            else (ckpt.parent.parent / "evaluation" if ckpt.parent.name == "checkpoints" else ckpt.parent)
-        )
         json_path, md_path = report.write(out, f"eval_{ckpt.stem}")
         accuracies = report.accuracies()
         for logger in self.loggers:

@@ -1,141 +1,176 @@
-"""AutoAttack (Croce & Hein, ICML 2020) from an independently written implementation, with the ORIGINAL
-"standard" budgets, as a lit_robust :class:`~lit_robust.attacks.base.Attack`.
+"""The official AutoAttack (Croce & Hein, ICML 2020; package ``pyautoattack`` 0.2.0) as a lit_robust
+:class:`~lit_robust.attacks.base.Attack`: the RobustBench standard, ``version="standard"``:
 
-The components come from torchattacks 3.5.1 (MIT licence, the ``[eval]`` extra, installed with
-``--no-deps``; see the README). torchattacks' own ``AutoAttack`` class runs 10 iterations per component and
-a rescaled Square schedule; here the four attacks are composed with the settings of the reference
-``autoattack`` package's ``version="standard"``:
+    APGD-CE   100 iterations, 1 restart           APGD-T   9 target classes x 100 iterations
+    FAB-T     9 target classes x 100 iterations   Square   5000 queries, p_init 0.8
+    each component only on the points still classified correctly; seed 0
 
-    APGD-CE   100 iterations, 1 restart, rho 0.75
-    APGD-T    targeted DLR, 100 iterations, 9 target classes (top-scoring wrong classes), 1 restart
-    FAB-T     100 iterations, 9 target classes, 1 restart
-    Square    5000 queries, p_init 0.8, margin loss, no rescaled schedule
-    seed 0 for every component (the global RNG is restored afterwards)
+AutoAttack's own sanity checks run on every call (randomised defence, logits that look like
+probabilities, dynamic models, too few classes, Square beating the white-box attacks); what they report
+becomes a Python warning. ``steps``/``square_queries`` below the standard budgets are for tests and are
+named in :attr:`AutoAttack.implementation` ("reduced budgets"), never reported as AutoAttack.
 
-Each component runs only on the points that are still classified correctly, and a point counts as broken
-as soon as one component misclassifies it inside the eps-ball: the result is the per-sample worst case.
+The components run one at a time in the standard order through the official code (``attacks_to_run`` of
+one name on the points still robust, exactly what ``run_standard_evaluation`` does in one call), so that
+``state_dir`` can hold a state file per batch of points (``autoattack_<digest>.json``: the components done,
+the points still robust), written after every component: an interrupted evaluation run again with the
+same folder skips the components that finished, and the points they broke stay broken (their verdict
+comes from the state, :attr:`AutoAttack.last_robust`). pyautoattack 0.2.0's own ``state_path`` cannot be
+used for this: its state file stores the set of attacks as a string and refuses itself on reload.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
 import torch
-from torch import nn
 
 from lit_robust.attacks.base import Attack
 from lit_robust.errors import ConfigError
 from lit_robust.validate import integer
 
-COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
-INSTALL_HINT = (
-    "AutoAttack needs the [eval] extra: pip install 'lit_robust[eval]' && "
-    "pip install --no-deps torchattacks==3.5.1  (or: make eval-deps)"
-)
+__all__ = ["AutoAttack"]
 
 
-def _torchattacks():
-    try:
-        import torchattacks
-    except ImportError as err:
-        raise ConfigError(f"{INSTALL_HINT} ({err})") from None
-    return torchattacks
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+_AFTER = re.compile(r"robust accuracy after ([A-Z-]+): ([\d.]+)%")
+
+
+class _Collect(logging.Handler):
+    """AutoAttack's log: warnings (its sanity checks) become Python warnings; the robust accuracy after
+    each component is kept for the breakdown."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.after: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            warnings.warn(f"AutoAttack's check: {message}", stacklevel=2)
+        elif found := _AFTER.search(message):
+            self.after[found.group(1).lower()] = float(found.group(2)) / 100
 
 
 class AutoAttack(Attack):
-    """Standard AutoAttack with the original budgets, implemented by torchattacks' components.
+    """The official standard AutoAttack (see the module docstring).
 
     Args:
         eps, norm: threat model (None: the method's); L_inf or L_2.
-        components: which of ``("apgd-ce", "apgd-t", "fab-t", "square")`` to run, in that order.
-        steps: iterations of APGD-CE, APGD-T and FAB-T (100 in AutoAttack).
-        n_target_classes: target classes of APGD-T and FAB-T (9 in AutoAttack), capped at K-1.
-        square_queries: query budget of Square (5000 in AutoAttack).
-        seed: seed of every component (AutoAttack uses 0).
+        steps: iterations of APGD-CE, APGD-T and FAB-T (100: the standard; fewer only for tests).
+        square_queries: Square's query budget (5000: the standard).
+        seed: AutoAttack's seed (0).
+        state_dir: folder for AutoAttack's state files (resumable evaluation); None keeps no state.
 
-    After a call, ``last_breakdown`` maps each component to the number of points it broke.
+    After a call, ``last_breakdown`` maps each component to the number of points it broke and
+    ``last_robust`` holds the per-point verdict (True: survived every component).
     """
 
     def __init__(
         self,
         eps: float | None = None,
         norm: str | None = None,
-        components: list[str] | tuple[str, ...] = COMPONENTS,
         steps: int = 100,
-        n_target_classes: int = 9,
         square_queries: int = 5000,
         seed: int = 0,
+        state_dir: str | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, eval_mode=True, seed=seed)
-        unknown = [c for c in components if c not in COMPONENTS]
-        if unknown or not components:
-            raise ConfigError(
-                f"components must be a non-empty subset of {list(COMPONENTS)}, got {components!r}"
-            )
-        self.components = tuple(c for c in COMPONENTS if c in components)
         self.steps = integer("AutoAttack.steps", steps)
-        self.n_target_classes = integer("AutoAttack.n_target_classes", n_target_classes)
         self.square_queries = integer("AutoAttack.square_queries", square_queries)
+        self.state_dir = state_dir
         self.last_breakdown: dict[str, int] = {}
+        self.last_robust: torch.Tensor | None = None
+
+    @property
+    def standard(self) -> bool:
+        return self.steps == 100 and self.square_queries == 5000
 
     @property
     def implementation(self) -> str:
         """Who wrote the attack code, for reports."""
-        version = getattr(_torchattacks(), "__version__", "?")
-        return f"torchattacks {version} ({', '.join(self.components)}; original AutoAttack budgets)"
+        from importlib.metadata import version
 
-    def _build(self, model: nn.Module, n_classes: int) -> list[tuple[str, object]]:
-        ta = _torchattacks()
-        norm = "Linf" if self.norm == "inf" else "L2"
-        seed = 0 if self.seed is None else int(self.seed)
-        targets = min(self.n_target_classes, n_classes - 1)
-        common = {"norm": norm, "eps": self.eps, "seed": seed}
-        built: list[tuple[str, object]] = []
-        for name in self.components:
-            if name == "apgd-ce":
-                atk = ta.APGD(model, steps=self.steps, n_restarts=1, loss="ce", rho=0.75, **common)
-            elif name == "apgd-t":
-                atk = ta.APGDT(model, steps=self.steps, n_restarts=1, rho=0.75, n_classes=n_classes, **common)
-                atk.n_target_classes = targets
-            elif name == "fab-t":
-                atk = ta.FAB(
-                    model, steps=self.steps, n_restarts=1, multi_targeted=True, n_classes=n_classes, **common
-                )
-                atk.n_target_classes = targets
-            else:
-                atk = ta.Square(
-                    model,
-                    n_queries=self.square_queries,
-                    n_restarts=1,
-                    p_init=0.8,
-                    loss="margin",
-                    resc_schedule=False,
-                    **common,
-                )
-            built.append((name, atk))
-        return built
+        budgets = (
+            "standard"
+            if self.standard
+            else f"reduced budgets: {self.steps} it., {self.square_queries} queries"
+        )
+        return f"official AutoAttack (pyautoattack {version('pyautoattack')}, version='standard', {budgets})"
+
+    def _state_path(self, x: torch.Tensor, y: torch.Tensor) -> Path | None:
+        if self.state_dir is None:
+            return None
+        digest = hashlib.sha1()
+        for t in (x, y):
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(f"{self.eps}|{self.norm}|{self.steps}|{self.square_queries}|{self.seed}".encode())
+        folder = Path(self.state_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"autoattack_{digest.hexdigest()[:16]}.json"
 
     def perturb(self, model, x, y, generator=None, target=None):
         if target is not None:
             raise ConfigError("AutoAttack is untargeted (its APGD-T and FAB-T choose their own targets)")
+        try:
+            from pyautoattack import AutoAttack as Official
+        except ImportError as err:
+            hint = "pip install pyautoattack==0.2.0"
+            raise ConfigError(f"AutoAttack needs the official package: {hint} ({err})") from None
+        norm = {"inf": "Linf", "2": "L2"}[self.norm]
+        official = Official(
+            model,
+            eps=float(self.eps),
+            norm=norm,
+            version="standard",
+            device=x.device,
+            seed=int(self.seed or 0),
+        )
+        if not self.standard:
+            official.apgd.n_iter = official.apgd_targeted.n_iter = official.fab.n_iter = self.steps
+            official.square.n_queries = self.square_queries
+        collect = _Collect()
+        official.logger = logging.getLogger(f"lit_robust.autoattack.{id(self)}")
+        official.logger.handlers[:] = [collect]
+        official.logger.setLevel(logging.DEBUG)
+        official.logger.propagate = False
+        state = self._state_path(x, y)
+        saved = json.loads(state.read_text()) if state is not None and state.is_file() else {}
+        done: list[str] = saved.get("done", [])
         with torch.no_grad():
-            logits = self.logits(model, x)
-        n_classes = logits.shape[1]
-        if n_classes < 4 and "apgd-t" in self.components:
-            raise ConfigError(
-                f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {n_classes}"
-            )
-        robust = logits.argmax(dim=1) == y
-        x_adv = x.clone()
-        self.last_breakdown = dict.fromkeys(self.components, 0)
+            robust = self.logits(model, x).argmax(1) == y
+        if "robust" in saved:
+            robust = torch.tensor(saved["robust"], dtype=torch.bool, device=x.device)
+        x_adv, self.last_breakdown = x.clone(), {**dict.fromkeys(STANDARD, 0), **saved.get("breakdown", {})}
         devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # the components reseed the global RNG
-            for name, atk in self._build(model, n_classes):
-                idx = robust.nonzero().squeeze(1)
-                if idx.numel() == 0:
-                    break
-                cand = self.clip(x[idx], atk(x[idx], y[idx]).detach().to(x.dtype))
-                with torch.no_grad():
-                    fooled = self.logits(model, cand).argmax(dim=1) != y[idx]
-                x_adv[idx[fooled]] = cand[fooled]
-                robust[idx[fooled]] = False
-                self.last_breakdown[name] = int(fooled.sum())
+        for name in STANDARD:  # the standard sequence, one component at a time, each on the points left
+            if name in done or not robust.any():
+                continue
+            idx = robust.nonzero().squeeze(1)
+            official.attacks_to_run = [name]
+            with torch.random.fork_rng(devices=devices):  # the components reseed the global RNG
+                cand, _ = official.run_standard_evaluation(x[idx], y[idx], batch_size=len(idx))
+            cand = self.clip(x[idx], cand.detach().to(x.dtype))
+            with torch.no_grad():
+                fooled = self.logits(model, cand).argmax(1) != y[idx]
+            x_adv[idx[fooled]] = cand[fooled]
+            robust[idx[fooled]] = False
+            self.last_breakdown[name] = int(fooled.sum())
+            done.append(name)
+            if state is not None:  # after every component: a kill loses at most the running one
+                record = {"done": done, "robust": robust.tolist(), "breakdown": self.last_breakdown}
+                atomic_write_text(state, json.dumps(record))
+        self.last_robust = robust.clone()
         return x_adv

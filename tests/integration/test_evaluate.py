@@ -33,7 +33,9 @@ def test_evaluate_writes_json_and_markdown_tables(checkpoint, mnist_root, tmp_pa
     assert list(report["attacks"]) == ["pgd-20", "apgd-ce", "autoattack"]
     assert report["meta"]["n_samples"] == 100 and report["meta"]["eps"] == 0.3
     assert report["attacks"]["pgd-20"]["implementation"] == "lit_robust"
-    assert report["attacks"]["autoattack"]["implementation"].startswith("torchattacks 3.5.1")
+    assert report["attacks"]["autoattack"]["implementation"].startswith(
+        "official AutoAttack (pyautoattack 0.2.0"
+    )
     broken = report["attacks"]["autoattack"]["broken_by_component"]
     assert list(broken) == ["apgd-ce", "apgd-t", "fab-t", "square"] and "last_" not in str(report["attacks"])
     assert sum(broken.values()) == sum(report["per_sample"]["clean"]) - sum(
@@ -53,7 +55,7 @@ def test_evaluate_writes_json_and_markdown_tables(checkpoint, mnist_root, tmp_pa
     parsed = {r.split("|")[1].strip(): r.split("|")[2].strip() for r in rows[1:]}
     assert float(parsed["clean"]) == pytest.approx(100 * acc["clean"], abs=0.01)
     assert float(parsed["autoattack"]) == pytest.approx(100 * acc["autoattack"], abs=0.01)
-    assert "torchattacks" in table and "worst case" in table
+    assert "official AutoAttack" in table and "worst case" in table
 
 
 def test_evaluate_default_output_is_next_to_the_checkpoints(checkpoint, mnist_root):

@@ -1,0 +1,78 @@
+"""The official AutoAttack (pyautoattack) behind lit_robust's AutoAttack: in the ball and in [0, 1], model
+untouched, at least as strong as PGD on an adversarially trained MNIST MLP, the sanity checks surfaced as
+warnings, and an evaluation resumed from AutoAttack's state file keeps the points broken before."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lit_robust.attacks import PGD, AutoAttack
+
+
+def accuracy(net, x, y) -> float:
+    with torch.no_grad():
+        return float((net(x).argmax(1) == y).float().mean())
+
+
+@pytest.fixture(scope="module")
+def robust_mlp(mnist_mlp_at):
+    net, x, y = mnist_mlp_at
+    keep = torch.arange(len(y)) < 100  # 100 images: the full standard budget in seconds
+    return net, x[keep], y[keep]
+
+
+def test_standard_autoattack_is_in_the_ball_leaves_the_model_and_beats_pgd(robust_mlp):
+    net, x, y = robust_mlp
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    attack = AutoAttack(eps=0.1, norm="inf")
+    assert attack.standard and "official AutoAttack (pyautoattack 0.2.0" in attack.implementation
+    x_adv = attack(net, x, y)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items()) and not net.training
+    clean, aa, pgd = (
+        accuracy(net, x, y),
+        accuracy(net, x_adv, y),
+        accuracy(net, PGD(0.1, steps=20)(net, x, y), y),
+    )
+    assert aa < clean - 0.05 and aa <= pgd + 1e-9, (clean, aa, pgd)
+    assert sum(attack.last_breakdown.values()) == round((clean - aa) * len(y))
+
+
+def test_l2_autoattack_stays_in_the_l2_ball(robust_mlp):
+    net, x, y = robust_mlp
+    x_adv = AutoAttack(eps=1.0, norm="2", steps=10, square_queries=50)(net, x[:40], y[:40])
+    assert (x_adv - x[:40]).flatten(1).norm(dim=1).max() <= 1.0 + 1e-5
+    assert accuracy(net, x_adv, y[:40]) < accuracy(net, x[:40], y[:40])
+
+
+def test_a_resumed_evaluation_keeps_the_points_broken_before(robust_mlp, tmp_path):
+    net, x, y = robust_mlp
+    attack = AutoAttack(eps=0.1, steps=10, square_queries=50, state_dir=str(tmp_path))
+    attack(net, x, y)
+    first = attack.last_robust.clone()
+    (state,) = tmp_path.glob("autoattack_*.json")
+    record = json.loads(state.read_text())
+    assert record["done"] == ["apgd-ce", "apgd-t", "fab-t", "square"][: len(record["done"])]
+    assert record["robust"] == first.tolist()
+    again = AutoAttack(eps=0.1, steps=10, square_queries=50, state_dir=str(tmp_path))
+    x_again = again(net, x, y)  # nothing left to run: the official package returns the clean inputs
+    assert torch.equal(x_again, x) or accuracy(net, x_again, y) >= accuracy(net, x, y) - 1e-9
+    assert torch.equal(again.last_robust, first)  # the verdict comes from the state
+
+
+def test_the_sanity_checks_become_warnings(robust_mlp):
+    net, x, y = robust_mlp
+
+    class Softmaxed(torch.nn.Module):  # probabilities instead of logits: AutoAttack's check flags it
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x).softmax(1)
+
+    with pytest.warns(UserWarning, match="AutoAttack's check"):
+        AutoAttack(eps=0.1, steps=2, square_queries=10)(Softmaxed(net).eval(), x[:20], y[:20])
