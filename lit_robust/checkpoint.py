@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -95,12 +96,57 @@ def load_net(net: nn.Module, path: str | Path, field: str = "model.init_from") -
     net.load_state_dict(weights)
 
 
+def _safetensors(path: Path, field: str) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ConfigError(f"{field}: cannot read {str(path)!r} as safetensors: {err}") from None
+
+
+def read_any(path: str | Path, field: str = "--ckpt_path") -> dict:
+    """A checkpoint in any format we take, as a dict: a Lightning checkpoint of ours as it is; otherwise
+    ``{"format": ..., "net_weights": {...}, "meta": {...}}`` for an export folder of ours
+    (``model.safetensors`` + ``model.json``), a ``.safetensors`` file, or a plain PyTorch state dict (also
+    ``{"state_dict": {...}}`` without our ``net.`` prefix, and DataParallel's ``module.`` prefix, as in
+    RobustBench's files)."""
+    from lit_robust.export import METADATA, WEIGHTS
+
+    file = Path(path).expanduser()
+    if file.is_dir():
+        if not (file / WEIGHTS).is_file():
+            raise ConfigError(f"{field} {str(path)!r} is a folder without {WEIGHTS} (not an export of ours)")
+        meta = json.loads((file / METADATA).read_text()) if (file / METADATA).is_file() else {}
+        return {"format": "export", "net_weights": _safetensors(file / WEIGHTS, field), "meta": meta}
+    if file.suffix == ".safetensors":
+        if not file.is_file():
+            raise ConfigError(f"{field} {str(path)!r} is not a file")
+        return {"format": "safetensors", "net_weights": _safetensors(file, field), "meta": {}}
+    ckpt = read_checkpoint(file, field)
+    state = ckpt.get("state_dict")
+    if isinstance(state, dict) and any(k.startswith("net.") for k in state):
+        return ckpt
+    plain = state if isinstance(state, dict) else ckpt
+    if not plain or not all(isinstance(v, torch.Tensor) for v in plain.values()):
+        raise ConfigError(
+            f"{field} {str(path)!r} is neither a checkpoint of ours nor a state dict of tensors "
+            f"(keys: {sorted(map(str, ckpt))[:5]})"
+        )
+    weights = {k.removeprefix("module."): v for k, v in plain.items()}
+    return {"format": "state_dict", "net_weights": weights, "meta": {}}
+
+
 def load_module(module: nn.Module, path: str | Path, field: str = "--ckpt_path") -> dict:
-    """Load a Lightning checkpoint of ``module`` (its net and any loss parameters, e.g. L2NNN's u/v) and
-    return the checkpoint dict (epoch, global_step, ...). The module's own config stays: only weights load."""
-    ckpt = read_checkpoint(path, field)
-    if "state_dict" not in ckpt:
-        raise ConfigError(f"{field} {str(path)!r} is not a Lightning checkpoint (no state_dict)")
+    """Load a checkpoint in any format of :func:`read_any` into ``module`` (a Lightning checkpoint: its net
+    and any loss parameters, e.g. L2NNN's u/v; otherwise the net) and return the checkpoint dict. The
+    module's own config stays: only weights load."""
+    ckpt = read_any(path, field)
+    if "net_weights" in ckpt:
+        check_fits(module.net, ckpt["net_weights"], field)
+        module.net.load_state_dict(ckpt["net_weights"])
+        return ckpt
     module.on_load_checkpoint(ckpt)  # the net check of fit/test
     try:
         module.load_state_dict(ckpt["state_dict"])

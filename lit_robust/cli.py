@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -46,7 +47,7 @@ from lit_robust.methods import RobustClassifier
 from lit_robust.parser import DEBUG_ENV, RobustParser
 from lit_robust.preflight import preflight
 from lit_robust.registry import DATAMODULES, METHODS  # noqa: F401  (imported: listed by --help)
-from lit_robust.resume import resolve_resume
+from lit_robust.resume import log_into_run, resolve_resume, run_of
 from lit_robust.trainer import RobustTrainer
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -89,6 +90,8 @@ class RobustCLI(LightningCLI):
             preflight(config, self.subcommand)
         if self.subcommand == "fit":
             resolve_resume(config)
+        elif self.subcommand:
+            log_into_run(config)
         loggers = config.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
         args = [lg.init_args for lg in loggers if hasattr(lg, "class_path")]
@@ -98,14 +101,27 @@ class RobustCLI(LightningCLI):
             if logger.class_path.endswith("WandbLogger") and init_args.get("save_dir") in (None, "."):
                 init_args.save_dir = root
 
+    def instantiate_classes(self) -> None:
+        """As LightningCLI, then hand the module its net's config (class path and arguments): checkpoints
+        and ``export`` record it, so that a net can be rebuilt without the training config."""
+        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        net = config.model.get("init_args", {}).get("net") if config.get("model") else None
+        if net is not None and hasattr(net, "as_dict") and isinstance(self.model, RobustClassifier):
+            self.model.net_config = net.as_dict()
+
     def _parse_ckpt_path(self) -> None:
         """Leave the parsed config as it is (see the module docstring): the configs are complete, and the
         checkpoint's weights are checked against the configured net when they load."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands plus ``evaluate``."""
-        return {**LightningCLI.subcommands(), "evaluate": {"model", "datamodule"}}
+        """Lightning's subcommands plus ``evaluate`` and ``export``."""
+        return {
+            **LightningCLI.subcommands(),
+            "evaluate": {"model", "datamodule"},
+            "export": {"model", "datamodule"},
+        }
 
 
 def help_for_chosen_class(argv: list[str]) -> list[str]:
@@ -129,7 +145,9 @@ def main(args: list[str] | None = None, run: bool = True) -> RobustCLI | list:
     """Entry point of ``python -m lit_robust`` and of the ``lit_robust`` script; returns the CLI object
     (``cli.trainer``, ``cli.model``, ``cli.datamodule``) so that scripts and tests can inspect the run.
     ``plot`` is handled before LightningCLI (it needs no model) and returns the written PNG paths."""
-    argv = sys.argv[1:] if args is None else args
+    argv = sys.argv[1:] if args is None else list(args)
+    argv = with_run_config(argv)
+    args = argv if args is not None or argv != sys.argv[1:] else None
     try:
         if argv[:1] == ["plot"]:
             from lit_robust.plot import main as plot_main
@@ -150,6 +168,41 @@ def main(args: list[str] | None = None, run: bool = True) -> RobustCLI | list:
             raise SystemExit(128 + int(user_error.signum)) from None
         print(f"error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def with_run_config(argv: list[str]) -> list[str]:
+    """``evaluate``/``export``/``test``/``validate`` of one of our runs need no ``--config``: ``RUN_DIR`` (a
+    ``version_N`` folder) becomes ``--ckpt_path RUN_DIR/checkpoints/<best or last>.ckpt``, and the run's
+    saved ``config.yaml`` (its model, data and seed) is put first: a ``--config`` and options given still
+    override it."""
+    if argv[:1] not in (["evaluate"], ["export"], ["test"], ["validate"]):
+        return argv
+    out = list(argv)
+    if len(out) > 1 and not out[1].startswith("-") and Path(out[1]).is_dir():
+        folder = Path(out.pop(1))
+        best = sorted((folder / "checkpoints").glob("best-*.ckpt")) or sorted(
+            (folder / "checkpoints").glob("last.ckpt")
+        )
+        if not best:
+            raise SystemExit(f"error: {folder} has no checkpoints/best-*.ckpt or last.ckpt")
+        out[1:1] = ["--ckpt_path", str(best[-1])]
+    ckpt = next((a.split("=", 1)[1] for a in out if a.startswith("--ckpt_path=")), None)
+    if ckpt is None and "--ckpt_path" in out[:-1]:
+        ckpt = out[out.index("--ckpt_path") + 1]
+    run = run_of(ckpt) if ckpt else None
+    saved = run / "config.yaml" if run is not None else None
+    if saved is not None and saved.is_file():  # first: a --config and options given override it
+        out[1:1] = ["--config", _model_and_data(saved)]
+    return out
+
+
+def _model_and_data(config_yaml: Path) -> str:
+    """The model, data and seed of a run's saved fit config, as a YAML string for ``--config`` (its
+    trainer and fit-only keys such as ``weights_only`` stay out: another subcommand does not take them)."""
+    import yaml
+
+    saved = yaml.safe_load(config_yaml.read_text()) or {}
+    return yaml.safe_dump({k: saved[k] for k in ("seed_everything", "model", "data") if k in saved})
 
 
 def _user_error(err: BaseException) -> LitRobustError | None:

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from lit_robust.checkpoint import read_checkpoint
+from lit_robust.checkpoint import read_any, read_checkpoint
 from lit_robust.errors import ConfigError
 from lit_robust.validate import integer
 
@@ -47,7 +47,7 @@ def preflight(config: Any, subcommand: str) -> None:
             check_writable(Path(folder), field)
     ckpt = config.get("ckpt_path")
     if ckpt and ckpt not in _LIGHTNING_CKPT_WORDS and not str(ckpt).startswith(("hf://", "s3://", "gs://")):
-        read_checkpoint(ckpt)
+        (read_checkpoint if subcommand == "fit" else read_any)(ckpt)  # evaluate/export take any format
 
 
 def _count(devices: Any, available: int) -> int | None:

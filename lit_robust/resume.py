@@ -29,7 +29,7 @@ from lit_robust.checkpoint import read_checkpoint
 from lit_robust.errors import ConfigError
 from lit_robust.loggers import drop_rows_from
 
-__all__ = ["RESUME_MODES", "resolve_resume", "latest_run"]
+__all__ = ["RESUME_MODES", "resolve_resume", "latest_run", "log_into_run", "run_of"]
 
 RESUME_MODES = ("last", "auto")
 _FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
@@ -106,3 +106,30 @@ def resolve_resume(config: Any) -> None:
 def _say(line: str) -> None:
     if rank_zero_only.rank == 0:
         print(line, file=sys.stderr, flush=True)
+
+
+def run_of(ckpt: str | Path) -> Path | None:
+    """The ``<save_dir>/<name>/version_N`` folder a checkpoint file lives in (None elsewhere)."""
+    path = Path(ckpt)
+    if path.parent.name == "checkpoints" and path.parent.parent.name.startswith("version_"):
+        return path.parent.parent
+    return None
+
+
+def log_into_run(config: Any) -> None:
+    """``test``/``validate``/``evaluate``/``export`` log into the evaluated run's folder (its
+    ``metrics.csv`` continued) when the checkpoint is one of our runs', else next to the results
+    (``--output_dir``, or the checkpoint's folder): never a new ``version_N``, never the working directory."""
+    ckpt = config.get("ckpt_path")
+    if not ckpt or ckpt in RESUME_MODES + ("best",):
+        return
+    run = run_of(ckpt)
+    if run is not None:
+        where = (str(run.parent.parent), run.parent.name, run.name)
+    else:
+        where = (str(config.get("output_dir") or Path(ckpt).expanduser().absolute().parent), "", "")
+    for logger in _loggers(config):
+        if logger.class_path.rsplit(".", 1)[-1] in _FOLDER_LOGGERS:
+            logger.init_args.save_dir, logger.init_args.name, logger.init_args.version = where
+            if logger.class_path == "lightning.pytorch.loggers.CSVLogger":
+                logger.class_path = _OUR_CSV

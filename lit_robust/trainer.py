@@ -1,7 +1,9 @@
-"""``RobustTrainer``: Lightning's Trainer plus the ``evaluate`` subcommand of ``python -m lit_robust``."""
+"""``RobustTrainer``: Lightning's Trainer plus the ``evaluate`` and ``export`` subcommands of
+``python -m lit_robust``."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -13,6 +15,7 @@ from lit_robust.checkpoint import load_module
 from lit_robust.diagnostics import run_checks
 from lit_robust.errors import ConfigError
 from lit_robust.evaluation import Report, build_suite, run_attacks
+from lit_robust.export import export_net
 from lit_robust.methods.base import RobustClassifier
 from lit_robust.validate import integer
 
@@ -32,6 +35,7 @@ class RobustTrainer(Trainer):
         output_dir: str | None = None,
         radii: list[float] | None = None,
         checks: int = 0,
+        weights_only: bool | None = None,
     ) -> Report:
         """Evaluate a checkpoint under a suite of attacks; write a JSON and a Markdown table.
 
@@ -51,6 +55,8 @@ class RobustTrainer(Trainer):
             checks: run the diagnostics of :func:`lit_robust.diagnostics.run_checks` (confidence gaps,
                 Lipschitz estimates, gradient-masking checks) on the first ``checks`` images of the split
                 and add them to the report (JSON ``checks``, a Markdown section); 0: none.
+            weights_only: accepted so that a run's saved fit config can be passed as it is; checkpoints are
+                always read with ``torch.load(weights_only=True)``.
         """
         if ckpt_path is None:
             raise ConfigError("evaluate needs --ckpt_path (the checkpoint to evaluate)")
@@ -108,6 +114,52 @@ class RobustTrainer(Trainer):
         rank_zero_info(report.to_markdown())
         rank_zero_info(f"wrote {json_path} and {md_path}")
         return report
+
+    def export(
+        self,
+        model: RobustClassifier,
+        datamodule: LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        output_dir: str | None = None,
+        weights_only: bool | None = None,
+    ) -> tuple[Path, Path]:
+        """Write the checkpoint's net as ``model.safetensors`` + ``model.json`` (:mod:`lit_robust.export`).
+
+        Args:
+            model: the method and net of the checkpoint (the config the run was trained with).
+            datamodule: unused (accepted so that a run's config can be passed as it is).
+            ckpt_path: the checkpoint (any format ``evaluate`` takes).
+            output_dir: the export folder; default ``<run>/export`` next to ``checkpoints/``.
+            weights_only: accepted so that a run's saved fit config can be passed as it is.
+        """
+        if ckpt_path is None:
+            raise ConfigError("export needs --ckpt_path (the checkpoint to export)")
+        ckpt = Path(ckpt_path)
+        state = load_module(model, ckpt, "--ckpt_path")
+        out = Path(output_dir) if output_dir else _next_to_run(ckpt, "export")
+        best = float(model.best_robust.max_value)  # -inf: the checkpoint has no validation yet
+        meta = {
+            "threat_model": {"eps": model.eps, "norm": model.norm},
+            "method": {"name": type(model).__name__, "hyperparameters": dict(model.hparams)},
+            "checkpoint": {
+                "path": str(ckpt),
+                "epoch": state.get("epoch"),
+                "global_step": state.get("global_step"),
+            },
+            "metrics": {"val/robust_acc_best": best if math.isfinite(best) else None},
+        }
+        paths = export_net(model.net, model.net_config or state.get("net_config"), out, meta)
+        rank_zero_info(f"wrote {paths[0]} and {paths[1]}")
+        return paths
+
+
+def _next_to_run(ckpt: Path, name: str) -> Path:
+    """``<run>/<name>`` for a checkpoint in ``<run>/checkpoints/``, else a folder beside the file."""
+    return (
+        ckpt.parent.parent / name
+        if ckpt.parent.name == "checkpoints"
+        else ckpt.parent / f"{ckpt.stem}_{name}"
+    )
 
 
 def first_images(loader, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -117,6 +117,8 @@ class RobustClassifier(LightningModule):
             "model.checkpoint_every_minutes", checkpoint_every_minutes, optional=True
         )
         self._resume_rng: dict | None = None
+        #: the net's {"class_path", "init_args"} when the CLI built it (recorded in checkpoints and exports)
+        self.net_config: dict | None = None
         # accuracy = mean of per-sample correctness, one metric per stage and kind, made here (not on first
         # use) so that a fresh and a loaded module have the same modules and state_dict keys
         self.metrics = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in KINDS})
@@ -226,6 +228,8 @@ class RobustClassifier(LightningModule):
         metrics up to this checkpoint are on disk if the job is killed."""
         checkpoint["rng_states"] = rng_states()
         checkpoint["method"] = type(self).__name__
+        if self.net_config is not None:
+            checkpoint["net_config"] = self.net_config
         for logger in self.loggers:
             if type(logger).__name__ == "WandbLogger":
                 checkpoint["wandb_id"] = logger.version
