@@ -46,6 +46,7 @@ from lit_robust.errors import LitRobustError, Preempted
 from lit_robust.methods import RobustClassifier
 from lit_robust.parser import DEBUG_ENV, RobustParser
 from lit_robust.preflight import preflight
+from lit_robust.quiet import quiet_third_party
 from lit_robust.registry import DATAMODULES, METHODS  # noqa: F401  (imported: listed by --help)
 from lit_robust.resume import log_into_run, resolve_resume, run_of
 from lit_robust.trainer import RobustTrainer
@@ -145,6 +146,7 @@ def main(args: list[str] | None = None, run: bool = True) -> RobustCLI | list:
     """Entry point of ``python -m lit_robust`` and of the ``lit_robust`` script; returns the CLI object
     (``cli.trainer``, ``cli.model``, ``cli.datamodule``) so that scripts and tests can inspect the run.
     ``plot`` is handled before LightningCLI (it needs no model) and returns the written PNG paths."""
+    quiet_third_party()
     argv = sys.argv[1:] if args is None else list(args)
     argv = with_run_config(argv)
     args = argv if args is not None or argv != sys.argv[1:] else None
@@ -171,11 +173,11 @@ def main(args: list[str] | None = None, run: bool = True) -> RobustCLI | list:
 
 
 def with_run_config(argv: list[str]) -> list[str]:
-    """``evaluate``/``export``/``test``/``validate`` of one of our runs need no ``--config``: ``RUN_DIR`` (a
-    ``version_N`` folder) becomes ``--ckpt_path RUN_DIR/checkpoints/<best or last>.ckpt``, and the run's
-    saved ``config.yaml`` (its model, data and seed) is put first: a ``--config`` and options given still
-    override it."""
-    if argv[:1] not in (["evaluate"], ["export"], ["test"], ["validate"]):
+    """``evaluate``/``export``/``test``/``validate``/``predict`` of one of our runs need no ``--config``:
+    ``RUN_DIR`` (a ``version_N`` folder) becomes ``--ckpt_path RUN_DIR/checkpoints/<best or last>.ckpt``,
+    and the run's saved ``config.yaml`` (its model, data and seed) is put first: a ``--config`` and
+    options given still override it."""
+    if argv[:1] not in (["evaluate"], ["export"], ["test"], ["validate"], ["predict"]):
         return argv
     out = list(argv)
     if len(out) > 1 and not out[1].startswith("-") and Path(out[1]).is_dir():

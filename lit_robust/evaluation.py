@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from lit_robust.attacks import APGD, BETA, PGD, Attack, AutoAttack, CarliniWagnerL2
 from lit_robust.diagnostics.gaps import certified_correct, net_certificate
@@ -230,13 +231,14 @@ def run_attacks(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     attacks: dict[str, Attack],
     device: torch.device | str = "cpu",
-    progress: Callable[[str], None] | None = None,
+    progress: bool = False,
     radii: Iterable[float] = (),
 ) -> Report:
     """Evaluate ``net`` (eval mode) on ``batches`` under every attack; attacks run on clean-correct points.
 
     For a net with a Lipschitz certificate (:func:`lit_robust.diagnostics.gaps.net_certificate`), also records
-    which points are certified at each L_2 radius in ``radii``."""
+    which points are certified at each L_2 radius in ``radii``. ``progress`` shows a bar on a terminal (the
+    attack running, images done of the total, the estimated time left)."""
     net.eval()
     certificate = net_certificate(net)
     radii = list(radii) if certificate is not None else []
@@ -245,7 +247,9 @@ def run_attacks(
     correct: dict[str, list[torch.Tensor]] = {k: [] for k in attacks}
     seconds = dict.fromkeys(attacks, 0.0)
     breakdowns: dict[str, dict[str, int]] = {}
-    for i, (x, y) in enumerate(batches):
+    total = len(batches.dataset) if hasattr(batches, "dataset") else None
+    bar = tqdm(total=total, unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False)
+    for x, y in batches:
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
             logits = net(x)
@@ -255,6 +259,7 @@ def run_attacks(
             certified.append(certified_correct(logits, y, radii, *certificate).cpu())
         idx = ok.nonzero().squeeze(1)
         for name, attack in attacks.items():
+            bar.set_description(name)
             start = time.perf_counter()
             survived = torch.zeros_like(ok)
             if idx.numel():
@@ -269,11 +274,9 @@ def run_attacks(
                     breakdowns[name][part] += n
             correct[name].append(survived.cpu())
             seconds[name] += time.perf_counter() - start
-        if progress is not None:
-            progress(
-                f"batch {i + 1}: "
-                + ", ".join(f"{k} {torch.cat(v).float().mean():.4f}" for k, v in correct.items())
-            )
+        bar.update(len(y))
+        bar.set_postfix({k: f"{torch.cat(v).float().mean():.3f}" for k, v in correct.items()})
+    bar.close()
     if not clean:
         raise ConfigError("the evaluation split is empty")
     return Report(

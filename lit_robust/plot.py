@@ -68,18 +68,25 @@ def _figure(ncols: int, width: float = 5.5):
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
-def _save(fig, axes, path: Path, outside: bool = False) -> Path:
+def _save(fig, axes, path: Path, title: str, outside: bool = False) -> Path:
+    """Grid, legend, integer epoch ticks and a title naming the run, then write the PNG."""
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.grid(alpha=0.3)
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             where = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5)} if outside else {}
             ax.legend(fontsize=8, **where)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
 
 
-def plot_overfitting(data, out: Path) -> Path | None:
+def plot_overfitting(data, out: Path, title: str = "") -> Path | None:
     if "val/robust_acc" not in data:
         return None
     fig, (acc, loss) = _figure(2)
@@ -89,14 +96,16 @@ def plot_overfitting(data, out: Path) -> Path | None:
     acc.axvline(best_epoch, color="grey", ls="--", lw=1)
     acc.set_title(f"accuracy (best val robust {best:.3f} at epoch {best_epoch})", fontsize=10)
     acc.set_xlabel("epoch")
+    acc.set_ylabel("accuracy (fraction of images)")
     for key in ("train/loss_epoch", "val/loss", "val/robust_loss"):
         _series(loss, data, key, key.replace("_epoch", ""))
     loss.set_title("loss", fontsize=10)
     loss.set_xlabel("epoch")
-    return _save(fig, (acc, loss), out / "robust_overfitting.png")
+    loss.set_ylabel("cross-entropy (nats)")
+    return _save(fig, (acc, loss), out / "robust_overfitting.png", title)
 
 
-def plot_gaps(data, histograms, out: Path) -> Path | None:
+def plot_gaps(data, histograms, out: Path, title: str = "") -> Path | None:
     if not histograms and "val/mean_gap" not in data:
         return None
     fig, (hist, means) = _figure(2)
@@ -104,7 +113,7 @@ def plot_gaps(data, histograms, out: Path) -> Path | None:
         total = sum(counts) or 1.0
         hist.stairs([c / total for c in counts], edges, label=kind, fill=kind == "clean", alpha=0.6)
     hist.set_title("top1 - top2 logit gap (last validation)", fontsize=10)
-    hist.set_xlabel("gap")
+    hist.set_xlabel("top1 - top2 logit gap (logit units)")
     hist.set_ylabel("fraction of images")
     for key in ("val/mean_gap", "val/mean_gap_adv", "val/mean_correct_gap", "val/mean_correct_gap_adv"):
         _series(means, data, key)
@@ -112,10 +121,11 @@ def plot_gaps(data, histograms, out: Path) -> Path | None:
         _series(means, data, key, ls="--")
     means.set_title("mean gaps (and certified accuracy) per epoch", fontsize=10)
     means.set_xlabel("epoch")
-    return _save(fig, (hist, means), out / "confidence_gap.png")
+    means.set_ylabel("mean gap (logit units); certified acc. (fraction)")
+    return _save(fig, (hist, means), out / "confidence_gap.png", title)
 
 
-def plot_lipschitz(data, out: Path) -> Path | None:
+def plot_lipschitz(data, out: Path, title: str = "") -> Path | None:
     if "lipschitz/layer_product_estimate" not in data and "lipschitz/lower_bound" not in data:
         return None
     fig, (bounds, layers) = _figure(2)
@@ -129,14 +139,16 @@ def plot_lipschitz(data, out: Path) -> Path | None:
     bounds.set_yscale("log")
     bounds.set_title("L2 Lipschitz bounds of the logits", fontsize=10)
     bounds.set_xlabel("epoch")
+    bounds.set_ylabel("L2 Lipschitz constant (log scale)")
     for key in sorted(k for k in data if k.startswith("lipschitz/layer/")):
         _series(layers, data, key, key.removeprefix("lipschitz/layer/"))
     layers.set_title("per-layer spectral norms", fontsize=10)
     layers.set_xlabel("epoch")
-    return _save(fig, (bounds, layers), out / "lipschitz.png")
+    layers.set_ylabel("spectral norm")
+    return _save(fig, (bounds, layers), out / "lipschitz.png", title)
 
 
-def plot_masking(data, out: Path) -> Path | None:
+def plot_masking(data, out: Path, title: str = "") -> Path | None:
     keys = sorted(k for k in data if k.startswith("masking/acc_"))
     if not keys:
         return None
@@ -145,11 +157,12 @@ def plot_masking(data, out: Path) -> Path | None:
         _series(ax, data, key, key.removeprefix("masking/acc_"))
     flags = [v for _, v in data.get("masking/num_flags", [])]
     ax.set_title(
-        f"gradient-masking checks (flags raised, last epoch: {flags[-1] if flags else 'n/a':g})", fontsize=10
+        f"gradient-masking checks (flags raised, last epoch: {f'{flags[-1]:g}' if flags else 'n/a'})",
+        fontsize=10,
     )
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
-    return _save(fig, (ax,), out / "gradient_masking.png", outside=True)
+    ax.set_ylabel("accuracy (fraction of images)")
+    return _save(fig, (ax,), out / "gradient_masking.png", title, outside=True)
 
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
@@ -169,11 +182,12 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     histograms = read_histograms(gap_file) if gap_file.is_file() else {}
     out = Path(out_dir) if out_dir is not None else run / "plots"
     out.mkdir(parents=True, exist_ok=True)
+    title = f"run {run.absolute().parent.name}/{run.absolute().name}"
     made = [
-        plot_overfitting(data, out),
-        plot_gaps(data, histograms, out),
-        plot_lipschitz(data, out),
-        plot_masking(data, out),
+        plot_overfitting(data, out, title),
+        plot_gaps(data, histograms, out, title),
+        plot_lipschitz(data, out, title),
+        plot_masking(data, out, title),
     ]
     paths = [p for p in made if p is not None]
     if not paths:

@@ -89,7 +89,9 @@ class RobustTrainer(Trainer):
         net = model.net.to(device)
         if radii is None:
             radii = list(getattr(model, "radii", [model.eps]))
-        report = run_attacks(net, loader, attack_suite, device=device, progress=rank_zero_info, radii=radii)
+        report = run_attacks(
+            net, loader, attack_suite, device=device, progress=self.is_global_zero, radii=radii
+        )
         if checks:
             x, y = first_images(loader, checks)
             report.checks = run_checks(
@@ -110,6 +112,13 @@ class RobustTrainer(Trainer):
         accuracies = report.accuracies()
         for logger in self.loggers:
             logger.log_metrics({f"eval/{k}_acc": v for k, v in accuracies.items()})
+            if type(logger).__name__ == "WandbLogger":  # the table itself, next to the run's curves
+                rows = [
+                    [name, value, report.implementations.get(name, "")] for name, value in accuracies.items()
+                ]
+                logger.log_table(
+                    key=f"eval/{suite}", columns=["attack", "accuracy", "implementation"], data=rows
+                )
             logger.save()
         rank_zero_info(report.to_markdown())
         rank_zero_info(f"wrote {json_path} and {md_path}")

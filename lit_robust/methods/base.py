@@ -10,8 +10,11 @@ net accepts the datamodule's inputs. A method overrides one hook::
 
 from __future__ import annotations
 
+import csv
 import math
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +22,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
@@ -73,6 +76,7 @@ class RobustClassifier(LightningModule):
             data loader's position and the random streams: a fit killed mid-epoch resumes exactly).
         checkpoint_every_minutes: also rewrite ``last.ckpt`` when this many minutes of training passed
             since the last such write. Either or both; ``last.ckpt`` is always rewritten after validation.
+        predict_adversarial: ``predict`` also writes the prediction at the evaluation attack's point.
     """
 
     #: metric the checkpoint callback and plateau schedulers monitor (always on the validation split)
@@ -90,6 +94,7 @@ class RobustClassifier(LightningModule):
         nonfinite: str = "stop",
         checkpoint_every_n_steps: int | None = None,
         checkpoint_every_minutes: float | None = None,
+        predict_adversarial: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -110,6 +115,10 @@ class RobustClassifier(LightningModule):
         self.scheduler_interval = scheduler_interval
         self.nonfinite = choice("model.nonfinite", nonfinite, ("stop", "skip"))
         self.skipped_batches = 0
+        if not isinstance(predict_adversarial, bool):
+            raise ConfigError(f"model.predict_adversarial must be true or false, got {predict_adversarial!r}")
+        self.predict_adversarial = predict_adversarial
+        self._predictions: list[dict[str, torch.Tensor]] = []
         self.checkpoint_every_n_steps = integer(
             "model.checkpoint_every_n_steps", checkpoint_every_n_steps, 1, optional=True
         )
@@ -235,11 +244,29 @@ class RobustClassifier(LightningModule):
                 checkpoint["wandb_id"] = logger.version
             logger.save()
 
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
     def on_fit_end(self) -> None:
+        """Warn about skipped batches; print the summary: best validation epoch, checkpoint, time, and
+        the command that evaluates the run."""
         if self.skipped_batches:
             rank_zero_warn(
                 f"{type(self).__name__}: {self.skipped_batches} batches with a non-finite loss skipped"
             )
+        best = getattr(self, "_best_epoch", None)
+        seconds = time.perf_counter() - getattr(self, "_fit_started", time.perf_counter())
+        took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+        callback = self.trainer.checkpoint_callback
+        path = getattr(callback, "best_model_path", "") or "(no checkpoint written)"
+        lines = [f"{type(self).__name__} fit finished in {took}, {self.trainer.global_step} steps"]
+        if best is not None:
+            epoch, robust, clean = best
+            lines.append(f"best validation epoch {epoch}: robust accuracy {robust:.2%}, clean {clean:.2%}")
+        lines.append(f"checkpoint: {path}")
+        if self.trainer.log_dir:
+            lines.append(f"evaluate it: python -m lit_robust evaluate {self.trainer.log_dir}")
+        rank_zero_info("\n".join(lines))
 
     def _evaluation_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         """Clean and attacked metrics of one batch. Returns the batch's ``x``, ``y``, clean ``logits``,
@@ -278,6 +305,33 @@ class RobustClassifier(LightningModule):
     def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluation_step(batch, "test")
 
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Label, prediction and (``predict_adversarial``) the prediction under the evaluation attack."""
+        x, y = batch
+        with torch.no_grad():
+            out = {"label": y, "prediction": self(x).argmax(1)}
+        if self.predict_adversarial:
+            with torch.no_grad():
+                out["adversarial_prediction"] = self(self.eval_attack(self.net, x, y)).argmax(1)
+        self._predictions.append({k: v.detach().cpu() for k, v in out.items()})
+        return out
+
+    def on_predict_epoch_end(self) -> None:
+        """Write ``predictions.csv`` (index, label, prediction[, adversarial_prediction]) into the run's
+        folder (the evaluated run's, for a checkpoint of ours)."""
+        if not self._predictions:
+            return
+        columns = {k: torch.cat([p[k] for p in self._predictions]).tolist() for k in self._predictions[0]}
+        self._predictions = []
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "predictions.csv"
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", *columns])
+            writer.writerows([i, *row] for i, row in enumerate(zip(*columns.values(), strict=True)))
+        rank_zero_info(f"wrote {path}")
+
     def on_train_start(self) -> None:
         """After a resume, put back the random streams the checkpoint carries. This runs after the sanity
         check (which Lightning isolates) and before the first batch is fetched, transferred and augmented;
@@ -289,7 +343,12 @@ class RobustClassifier(LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or not self.metrics["val_robust"].update_called:
             return
-        self.best_robust(self.metrics["val_robust"].compute())
+        robust = self.metrics["val_robust"].compute()
+        previous = float(self.best_robust.compute()) if self.best_robust.update_called else float("-inf")
+        if float(robust) > previous:  # the epoch the checkpoint monitor keeps (ties keep the first)
+            clean = self.metrics["val_clean"].compute()
+            self._best_epoch = (self.current_epoch, float(robust), float(clean))
+        self.best_robust(robust)
         self.log("val/robust_acc_best", self.best_robust.compute(), sync_dist=True)
 
     # ------------------------------------------------------------------ set-up

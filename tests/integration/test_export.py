@@ -4,8 +4,12 @@ the run's folder (no new version_N)."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +103,47 @@ def test_every_checkpoint_format_evaluates_to_the_same_clean_accuracy(run, tmp_p
         results[name] = json.loads(report.read_text())["accuracy"]
     assert len({json.dumps(v, sort_keys=True) for v in results.values()}) == 1, results
     assert sorted(p.name for p in run.parent.iterdir()) == [run.name]
+
+
+def test_predict_writes_a_csv_into_the_run(run):
+    main(
+        [
+            "predict",
+            "--ckpt_path",
+            str(run / "checkpoints" / "last.ckpt"),
+            "--model.init_args.predict_adversarial=true",
+        ]
+    )
+    with open(run / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 100 and list(rows[0]) == ["index", "label", "prediction", "adversarial_prediction"]
+    assert sorted(p.name for p in run.parent.iterdir()) == [run.name]
+
+
+def test_a_default_fit_is_quiet_and_ends_with_a_summary(mnist_root, tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lit_robust",
+            "fit",
+            "--config",
+            DEMO,
+            f"--data.init_args.data_dir={mnist_root}",
+            "--data.init_args.train_subset=256",
+            "--data.init_args.val_size=32",
+            "--trainer.max_epochs=1",
+            "--model.init_args.train_attack.init_args.steps=1",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    for noise in ("💡 Tip", "LeafSpec", "will override existing callbacks", "args parameter is intended"):
+        assert noise not in out
+    assert "PGDAT fit finished in" in out and "best validation epoch 0: robust accuracy" in out
+    assert f"evaluate it: python -m lit_robust evaluate {tmp_path}/mnist_pgd_at_demo/version_0" in out
