@@ -140,6 +140,31 @@ class Report:
         acc["worst_case"] = self.worst_case.float().mean().item()
         return acc
 
+    def agreement(self, reference: str = "autoattack") -> dict[str, dict[str, int]]:
+        """How ``reference`` (the official AutoAttack) and each other attack agree, over the clean-correct
+        points: broken by both, only by the reference, only by the other. Empty without the reference."""
+        if reference not in self.correct:
+            return {}
+        ref_broken = self.clean & ~self.correct[reference]
+        out = {}
+        for name, survived in self.correct.items():
+            if name != reference:
+                broken = self.clean & ~survived
+                out[name] = {
+                    "both": int((broken & ref_broken).sum()),
+                    f"only {reference}": int((ref_broken & ~broken).sum()),
+                    f"only {name}": int((broken & ~ref_broken).sum()),
+                }
+        others = [v for k, v in self.correct.items() if k != reference]
+        if others:
+            ours = self.clean & ~torch.stack(others).all(0)  # broken by at least one other attack
+            out["all others (union)"] = {
+                "both": int((ours & ref_broken).sum()),
+                f"only {reference}": int((ref_broken & ~ours).sum()),
+                "only the others": int((ours & ~ref_broken).sum()),
+            }
+        return out
+
     def to_dict(self) -> dict:
         acc = self.accuracies()
         return {
@@ -170,6 +195,7 @@ class Report:
                 else {}
             ),
             **({"checks": self.checks} if self.checks else {}),
+            **({"agreement_with_autoattack": self.agreement()} if self.agreement() else {}),
         }
 
     def to_markdown(self) -> str:
@@ -193,6 +219,20 @@ class Report:
         lines.append(
             f"| **worst case over all attacks (per sample)** | **{100 * acc['worst_case']:.2f}** | | |"
         )
+        agreement = self.agreement()
+        if agreement:
+            lines += [
+                "",
+                "Points broken (of the clean-correct ones), the official AutoAttack against each attack:",
+                "",
+            ]
+            lines += [
+                "| attack | broken by both | only by AutoAttack | only by the attack |",
+                "|---|---:|---:|---:|",
+            ]
+            for name, counts in agreement.items():
+                both, only_ref, only_other = counts.values()
+                lines.append(f"| {name} | {both} | {only_ref} | {only_other} |")
         if self.certified:
             lip, per_logit = self.certificate["lipschitz"], self.certificate["per_logit"]
             rule = f"gap / {'2' if per_logit else 'sqrt(2)'}" + ("" if lip == 1 else f" / {lip:.4g}")

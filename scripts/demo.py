@@ -8,8 +8,11 @@ selected on the validation split, and print clean and PGD-20 robust accuracy (L_
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
+
+import torch
 
 from lit_robust.cli import main
 
@@ -54,7 +57,9 @@ def main_demo() -> None:
     n = "1000" if args.fast else "10000"
     print(
         f"\nMNIST test set ({n} images), L_inf eps = 0.3, PGD-20 (step 0.0375, random start), "
-        "checkpoints selected on the validation split:"
+        f"checkpoints selected on the validation split; {os.cpu_count()} CPU cores, torch "
+        f"{torch.__version__} with {torch.get_num_threads()} threads (the figures depend on the thread "
+        "count: float summation order):"
     )
     print("| method | clean acc | PGD-20 robust acc | fit+test minutes |\n|---|---|---|---|")
     for name, r in results.items():

@@ -264,7 +264,7 @@ class RobustClassifier(LightningModule):
             epoch, robust, clean = best
             lines.append(f"best validation epoch {epoch}: robust accuracy {robust:.2%}, clean {clean:.2%}")
         lines.append(f"checkpoint: {path}")
-        if self.trainer.log_dir:
+        if self.trainer.logger is not None and self.trainer.log_dir:
             lines.append(f"evaluate it: python -m lit_robust evaluate {self.trainer.log_dir}")
         rank_zero_info("\n".join(lines))
 

@@ -56,6 +56,17 @@ def test_evaluate_writes_json_and_markdown_tables(checkpoint, mnist_root, tmp_pa
     assert float(parsed["clean"]) == pytest.approx(100 * acc["clean"], abs=0.01)
     assert float(parsed["autoattack"]) == pytest.approx(100 * acc["autoattack"], abs=0.01)
     assert "official AutoAttack" in table and "worst case" in table
+    # agreement of the official AutoAttack with each attack, from the per-sample vectors
+    agree = report["agreement_with_autoattack"]
+    aa_broken = {i for i in range(100) if per_sample["clean"][i] and not per_sample["autoattack"][i]}
+    for name in ("pgd-20", "apgd-ce"):
+        broken = {i for i in range(100) if per_sample["clean"][i] and not per_sample[name][i]}
+        assert agree[name] == {
+            "both": len(broken & aa_broken),
+            "only autoattack": len(aa_broken - broken),
+            f"only {name}": len(broken - aa_broken),
+        }
+    assert "only by AutoAttack" in table
 
 
 def test_evaluate_default_output_is_next_to_the_checkpoints(checkpoint, mnist_root):
