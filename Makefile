@@ -34,7 +34,13 @@ data:
 demo: install data
 	$(BIN)/python scripts/demo.py --data_dir $(DATA)
 
-test: install-dev eval-deps data
+# RobustBench's architecture code for the key-compatibility tests: its wheel, not installed (robustbench's
+# dependencies would replace CPU torch with a CUDA build); the tests read two files from it.
+$(VENV)/wheels/.robustbench: | $(BIN)/python
+	$(BIN)/pip download -q --no-deps robustbench==1.1.1 -d $(VENV)/wheels
+	touch $@
+
+test: install-dev eval-deps data $(VENV)/wheels/.robustbench
 	WANDB_MODE=offline $(BIN)/python -m pytest
 
 # Speed targets: PGD-AT vs a hand-written loop, EntropySGD-AT vs PGD-AT (<= 1.1x per gradient evaluation),

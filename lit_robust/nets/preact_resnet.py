@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_robust.nets.normalize import _check_image_input, _input_normalization
-from lit_robust.validate import integer, integers
+from lit_robust.validate import choice, integer, integers
 
 __all__ = ["PreActBlock", "PreActResNet", "PreActResNet18"]
 
@@ -16,16 +16,19 @@ class PreActBlock(nn.Module):
     """Pre-activation basic block: BN-ReLU-Conv3x3-BN-ReLU-Conv3x3 plus identity (or 1x1 conv) shortcut.
 
     When the block changes resolution or width, the shortcut is a bias-free 1x1 conv applied to the
-    pre-activated input relu(bn1(x)), as in the reference CIFAR implementation.
+    pre-activated input relu(bn1(x)), as in the reference CIFAR implementation (Rice et al.; RobustBench's
+    ``PreActBlockV2``), or to x itself with ``shortcut_on="input"`` (RobustBench's ``PreActBlock``).
 
     Args:
         in_planes: Input channels.
         planes: Output channels.
         stride: Stride of the first 3x3 conv (and of the shortcut conv).
+        shortcut_on: ``"activation"`` (relu(bn1(x))) or ``"input"`` (x): what the 1x1 shortcut conv sees.
     """
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut_on: str = "activation") -> None:
         super().__init__()
+        self.shortcut_on = choice("PreActBlock.shortcut_on", shortcut_on, ("activation", "input"))
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -39,7 +42,10 @@ class PreActBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
-        residual = self.shortcut(out) if self.shortcut is not None else x
+        if self.shortcut is None:
+            residual = x
+        else:
+            residual = self.shortcut(out if self.shortcut_on == "activation" else x)
         out = self.conv1(out)
         out = self.conv2(F.relu(self.bn2(out)))
         return out + residual
@@ -54,7 +60,7 @@ class PreActResNet(nn.Module):
         [Normalize] -> Conv 3x3 (base_width, stride 1, no bias)
         -> stage i = 0..len(num_blocks)-1: num_blocks[i] PreActBlocks of width base_width * 2**i,
            the first with stride 1 for stage 0 and stride 2 otherwise
-        -> BN -> ReLU -> global average pool -> Linear(num_classes)
+        -> BN -> ReLU (``final_bn``) -> global average pool -> Linear(num_classes)
 
     The global average pool is a mean over H and W (equal to the reference ``avg_pool2d(out, 4)`` on 32x32
     inputs, accepts other sizes, and has a deterministic CUDA backward). PyTorch default initialisation.
@@ -67,6 +73,11 @@ class PreActResNet(nn.Module):
         mean: Per-channel input mean for a leading Normalize layer, one value per input channel
             (None: no normalisation).
         std: Per-channel input std for the Normalize layer, each > 0 (None: no normalisation).
+        final_bn: the BN -> ReLU before the pool (He et al.; RobustBench's ``bn_before_fc=True``). False
+            pools the last block's output directly, as RobustBench's plain ``PreActResNet18`` does.
+        shortcut_on: what the blocks' 1x1 shortcut convs see, see :class:`PreActBlock`. RobustBench's plain
+            ``PreActResNet18`` is ``final_bn=False, shortcut_on="input"``; its ``PreActBlockV2`` nets with
+            ``bn_before_fc=True`` (Rice et al.) are the defaults.
     """
 
     def __init__(
@@ -77,6 +88,8 @@ class PreActResNet(nn.Module):
         base_width: int = 64,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        final_bn: bool = True,
+        shortcut_on: str = "activation",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -96,11 +109,12 @@ class PreActResNet(nn.Module):
             strides = [1 if i == 0 else 2] + [1] * (n - 1)
             blocks = []
             for stride in strides:
-                blocks.append(PreActBlock(width_in, width, stride))
+                blocks.append(PreActBlock(width_in, width, stride, shortcut_on))
                 width_in = width
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self._stage_names.append(f"layer{i + 1}")
-        self.bn = nn.BatchNorm2d(width_in)
+        self.final_bn = bool(choice(f"{name}.final_bn", final_bn, (True, False)))
+        self.bn = nn.BatchNorm2d(width_in) if final_bn else None
         self.linear = nn.Linear(width_in, self.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +122,9 @@ class PreActResNet(nn.Module):
         out = self.conv1(self.normalize(x))
         for stage in self._stage_names:
             out = getattr(self, stage)(out)
-        out = F.relu(self.bn(out)).mean(dim=(2, 3))
+        if self.bn is not None:
+            out = F.relu(self.bn(out))
+        out = out.mean(dim=(2, 3))
         return self.linear(out)
 
 
@@ -127,6 +143,8 @@ class PreActResNet18(PreActResNet):
         mean: Per-channel input mean for a leading Normalize layer, one value per input channel
             (None: no normalisation).
         std: Per-channel input std for the Normalize layer, each > 0 (None: no normalisation).
+        final_bn, shortcut_on: see :class:`PreActResNet` (``False, "input"``: RobustBench's plain
+            ``PreActResNet18``).
     """
 
     def __init__(
@@ -135,6 +153,8 @@ class PreActResNet18(PreActResNet):
         in_channels: int = 3,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        final_bn: bool = True,
+        shortcut_on: str = "activation",
     ) -> None:
         super().__init__(
             num_blocks=[2, 2, 2, 2],
@@ -143,4 +163,6 @@ class PreActResNet18(PreActResNet):
             base_width=64,
             mean=mean,
             std=std,
+            final_bn=final_bn,
+            shortcut_on=shortcut_on,
         )
