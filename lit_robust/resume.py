@@ -119,7 +119,8 @@ def run_of(ckpt: str | Path) -> Path | None:
 def log_into_run(config: Any) -> None:
     """``test``/``validate``/``evaluate``/``export`` log into the evaluated run's folder (its
     ``metrics.csv`` continued) when the checkpoint is one of our runs', else next to the results
-    (``--output_dir``, or the checkpoint's folder): never a new ``version_N``, never the working directory."""
+    (``--output_dir``, or the checkpoint's folder): never a new ``version_N``, never the working directory.
+    A logger with an explicit ``version`` keeps its folder."""
     ckpt = config.get("ckpt_path")
     if not ckpt or ckpt in RESUME_MODES + ("best",):
         return
@@ -128,8 +129,11 @@ def log_into_run(config: Any) -> None:
         where = (str(run.parent.parent), run.parent.name, run.name)
     else:
         where = (str(config.get("output_dir") or Path(ckpt).expanduser().absolute().parent), "", "")
-    for logger in _loggers(config):
-        if logger.class_path.rsplit(".", 1)[-1] in _FOLDER_LOGGERS:
+    for logger in _loggers(config):  # a logger given its own version keeps it: the user chose the folder
+        if (
+            logger.class_path.rsplit(".", 1)[-1] in _FOLDER_LOGGERS
+            and logger.init_args.get("version") is None
+        ):
             logger.init_args.save_dir, logger.init_args.name, logger.init_args.version = where
             if logger.class_path == "lightning.pytorch.loggers.CSVLogger":
                 logger.class_path = _OUR_CSV
