@@ -4,7 +4,7 @@
   naming the field that gave the path when it is missing or unreadable;
 - :func:`net_weights`: the net's weights in it (``net.*`` keys of a module checkpoint, or the plain dict);
 - :func:`check_fits`: one error listing missing / unexpected keys and shape mismatches against a net;
-- :func:`load_net`: all three, then ``net.load_state_dict`` (e.g. ``AROVR(init_from=...)``);
+- :func:`load_net`: all three, then ``net.load_state_dict`` (``model.init_from``: fine-tuning);
 - :func:`load_module`: a :class:`~lit_robust.methods.RobustClassifier` from a Lightning checkpoint
   (``evaluate``, scripts); ``fit/validate/test --ckpt_path`` go through Lightning, which calls the same
   :func:`check_fits` from ``RobustClassifier.on_load_checkpoint``;
@@ -90,8 +90,9 @@ def check_fits(net: nn.Module, weights: dict, field: str) -> None:
 
 
 def load_net(net: nn.Module, path: str | Path, field: str = "model.init_from") -> None:
-    """Load the net weights of ``path`` (a module checkpoint or a plain state dict) into ``net``."""
-    weights = net_weights(read_checkpoint(path, field))
+    """Load the net weights of ``path`` (any format of :func:`read_any`) into ``net``."""
+    ckpt = read_any(path, field)
+    weights = ckpt["net_weights"] if "net_weights" in ckpt else net_weights(ckpt)
     check_fits(net, weights, field)
     net.load_state_dict(weights)
 

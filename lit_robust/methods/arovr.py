@@ -10,7 +10,6 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from lit_robust.checkpoint import load_net
 from lit_robust.errors import ConfigError
 from lit_robust.lifted_objectives import (
     VARIANTS,
@@ -52,8 +51,8 @@ class AROVR(RobustClassifier):
             constant kappa >= 0.
         n_inner: damped steps per hidden block visit.
         power_iters: warm-started power iterations per step for ``damping="auto"``.
-        init_from: optional checkpoint (e.g. of a ``bp``/ERM run of the same MLP) whose ``net.*`` weights
-            initialise the net (back-propagation pretraining).
+        init_from: (of every method) e.g. a ``bp``/ERM checkpoint of the same MLP: back-propagation
+            pretraining.
         noise_seed: seed of the per-step random wrong labels and g (drawn from (seed, global step, rank), so a
             resumed run draws what an uninterrupted one would); None: ``seed_everything``'s seed or 0.
         **kwargs: see :class:`~lit_robust.methods.base.RobustClassifier` (eps, norm, eval_attack, optimizer,
@@ -73,7 +72,6 @@ class AROVR(RobustClassifier):
         damping: float | str = "auto",
         n_inner: int = 1,
         power_iters: int = 1,
-        init_from: str | None = None,
         noise_seed: int | None = None,
         **kwargs,
     ) -> None:
@@ -111,9 +109,6 @@ class AROVR(RobustClassifier):
                     "boundedness of the inner problems is not guaranteed for every beta",
                     stacklevel=2,
                 )
-        self.init_from = init_from
-        if init_from is not None:
-            load_net(self.net, init_from)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -29,7 +29,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from lit_robust.attacks import PGD, Attack
 from lit_robust.attacks.threat import canonical_norm
 from lit_robust.callbacks.preemption import Preemption
-from lit_robust.checkpoint import check_fits, net_weights, rng_states, set_rng_states
+from lit_robust.checkpoint import check_fits, load_net, net_weights, rng_states, set_rng_states
 from lit_robust.checkpoint_io import AtomicCheckpointIO
 from lit_robust.errors import ConfigError, NonFiniteAttackError, TrainingDivergedError
 from lit_robust.validate import choice, integer, positive, radius
@@ -77,6 +77,9 @@ class RobustClassifier(LightningModule):
         checkpoint_every_minutes: also rewrite ``last.ckpt`` when this many minutes of training passed
             since the last such write. Either or both; ``last.ckpt`` is always rewritten after validation.
         predict_adversarial: ``predict`` also writes the prediction at the evaluation attack's point.
+        init_from: start the net from these weights (fine-tuning): a checkpoint of any method of ours, a
+            plain or ``module.``-prefixed state dict (RobustBench), a ``.safetensors`` file or an export
+            folder. Unlike ``--ckpt_path`` it restores no optimiser or loop state.
     """
 
     #: metric the checkpoint callback and plateau schedulers monitor (always on the validation split)
@@ -95,6 +98,7 @@ class RobustClassifier(LightningModule):
         checkpoint_every_n_steps: int | None = None,
         checkpoint_every_minutes: float | None = None,
         predict_adversarial: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -130,6 +134,9 @@ class RobustClassifier(LightningModule):
         self.net_config: dict | None = None
         # accuracy = mean of per-sample correctness, one metric per stage and kind, made here (not on first
         # use) so that a fresh and a loaded module have the same modules and state_dict keys
+        self.init_from = init_from
+        if init_from is not None:
+            load_net(self.net, init_from)
         self.metrics = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in KINDS})
         self.best_robust = MaxMetric()
         self.best_robust.persistent(True)  # in the checkpoint: a resumed run keeps its best

@@ -147,3 +147,22 @@ def test_a_default_fit_is_quiet_and_ends_with_a_summary(mnist_root, tmp_path):
         assert noise not in out
     assert "PGDAT fit finished in" in out and "best validation epoch 0: robust accuracy" in out
     assert f"evaluate it: python -m lit_robust evaluate {tmp_path}/mnist_pgd_at_demo/version_0" in out
+
+
+def test_fine_tuning_starts_from_weights_in_any_format(run, tmp_path):
+    from lit_robust.methods import TRADES
+    from lit_robust.nets import SmallCNN
+
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if not (run / "export" / "model.safetensors").is_file():
+        main(["export", "--ckpt_path", str(ckpt)])
+    meta = json.loads((run / "export" / "model.json").read_text())
+    weights = {
+        k[4:]: v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items() if k.startswith("net.")
+    }
+    plain, st = tmp_path / "plain.pt", tmp_path / "w.safetensors"
+    torch.save(weights, plain)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(st))
+    for source in (ckpt, run / "export", plain, st):  # another method (TRADES) from PGD-AT's weights
+        model = TRADES(net=SmallCNN(**meta["net"]["init_args"]), init_from=str(source))
+        assert all(torch.equal(v, weights[k]) for k, v in model.net.state_dict().items()), source
