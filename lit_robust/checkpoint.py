@@ -107,12 +107,16 @@ def _safetensors(path: Path, field: str) -> dict:
         raise ConfigError(f"{field}: cannot read {str(path)!r} as safetensors: {err}") from None
 
 
+#: normalisation buffers of RobustBench models (`mu`, `sigma`, shape (1, C, 1, 1)) -> our Normalize layer
+_NORMALISATION_KEYS = {"mu": "normalize.mean", "sigma": "normalize.std"}
+
+
 def read_any(path: str | Path, field: str = "--ckpt_path") -> dict:
     """A checkpoint in any format we take, as a dict: a Lightning checkpoint of ours as it is; otherwise
     ``{"format": ..., "net_weights": {...}, "meta": {...}}`` for an export folder of ours
     (``model.safetensors`` + ``model.json``), a ``.safetensors`` file, or a plain PyTorch state dict (also
     ``{"state_dict": {...}}`` without our ``net.`` prefix, and DataParallel's ``module.`` prefix, as in
-    RobustBench's files)."""
+    RobustBench's files, whose ``mu``/``sigma`` normalisation buffers become the net's ``normalize.*``)."""
     from lit_robust.export import METADATA, WEIGHTS
 
     file = Path(path).expanduser()
@@ -136,6 +140,9 @@ def read_any(path: str | Path, field: str = "--ckpt_path") -> dict:
             f"(keys: {sorted(map(str, ckpt))[:5]})"
         )
     weights = {k.removeprefix("module."): v for k, v in plain.items()}
+    for theirs, ours in _NORMALISATION_KEYS.items():  # RobustBench nets that normalise in forward
+        if theirs in weights and ours not in weights:
+            weights[ours] = weights.pop(theirs)
     return {"format": "state_dict", "net_weights": weights, "meta": {}}
 
 

@@ -83,3 +83,30 @@ def test_robustbench_weights_load_key_for_key_and_give_the_same_logits(name, rob
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model.net.eval()(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_robustbench_net_with_its_own_normalisation_buffers_loads(robustbench, tmp_path):
+    """Rice et al.'s RobustBench net keeps the CIFAR-10 mean and std as ``mu``/``sigma`` buffers and
+    normalises in ``forward``: they load into our net's Normalize layer (``normalize.mean``/``std``)."""
+    rb = robustbench["resnet"]
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]
+
+    class Rice2020(rb.PreActResNet):  # as RobustBench's Rice2020OverfittingNetL2
+        def __init__(self):
+            super().__init__(rb.PreActBlockV2, [2, 2, 2, 2], bn_before_fc=True)
+            self.register_buffer("mu", torch.tensor(mean).view(1, 3, 1, 1))
+            self.register_buffer("sigma", torch.tensor(std).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            return super().forward((x - self.mu) / self.sigma)
+
+    torch.manual_seed(0)
+    theirs = Rice2020().eval()
+    file = tmp_path / "rice.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in theirs.state_dict().items()}}, file)
+    model = PGDAT(net=PreActResNet18(mean=[0.5, 0.5, 0.5], std=[1.0, 1.0, 1.0]), eps=8 / 255)
+    load_module(model, file)
+    assert torch.allclose(model.net.normalize.mean.flatten(), torch.tensor(mean))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.net.eval()(x), theirs(x), atol=1e-5, rtol=1e-5)
