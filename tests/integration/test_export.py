@@ -166,3 +166,22 @@ def test_fine_tuning_starts_from_weights_in_any_format(run, tmp_path):
     for source in (ckpt, run / "export", plain, st):  # another method (TRADES) from PGD-AT's weights
         model = TRADES(net=SmallCNN(**meta["net"]["init_args"]), init_from=str(source))
         assert all(torch.equal(v, weights[k]) for k, v in model.net.state_dict().items()), source
+
+
+def test_evaluate_logs_its_table_to_wandb(run, tmp_path):
+    wandb = f"{{class_path: lightning.pytorch.loggers.WandbLogger, init_args: {{save_dir: {tmp_path}, project: t}}}}"
+    logger = f"--trainer.logger=[{wandb}]"
+    main(
+        [
+            "evaluate",
+            str(run),
+            "--suite=quick",
+            "--skip=[apgd-ce]",
+            logger,
+            f"--output_dir={tmp_path / 'eval'}",
+        ]
+    )
+    (table,) = tmp_path.glob("wandb/offline-run-*/files/media/table/eval/quick_*.table.json")
+    content = json.loads(table.read_text())
+    assert content["columns"] == ["attack", "accuracy", "implementation"]
+    assert [row[0] for row in content["data"]] == ["clean", "pgd-20", "worst_case"]
