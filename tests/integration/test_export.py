@@ -169,7 +169,8 @@ def test_fine_tuning_starts_from_weights_in_any_format(run, tmp_path):
 
 
 def test_evaluate_logs_its_table_to_wandb(run, tmp_path):
-    wandb = f"{{class_path: lightning.pytorch.loggers.WandbLogger, init_args: {{save_dir: {tmp_path}, project: t}}}}"
+    args = f"{{save_dir: {tmp_path}, project: t}}"
+    wandb = f"{{class_path: lightning.pytorch.loggers.WandbLogger, init_args: {args}}}"
     logger = f"--trainer.logger=[{wandb}]"
     main(
         [
