@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
@@ -24,18 +25,21 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lit_robust.checkpoint import TRUST_ENV
 
-__all__ = ["AtomicCheckpointIO", "atomic_save"]
+__all__ = ["AtomicCheckpointIO", "atomic_file", "atomic_save"]
 
 
-def atomic_save(obj: Any, path: _PATH) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same folder, fsync and ``os.replace``."""
+@contextlib.contextmanager
+def atomic_file(path: _PATH, mode: str = "wb") -> Iterator[IO]:
+    """A file object whose content replaces ``path`` in one step when the block ends: it is written to a
+    temporary file in the same folder, flushed to disk (``fsync``) and renamed over ``path``; on an error,
+    or a kill, ``path`` keeps its old content. Temporary files a killed writer left are removed after."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}."
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,6 +56,12 @@ def atomic_save(obj: Any, path: _PATH) -> None:
     for stale in path.parent.glob(f"{prefix}*.tmp"):  # left by a writer that was killed
         with contextlib.suppress(OSError):
             stale.unlink()
+
+
+def atomic_save(obj: Any, path: _PATH) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_file`."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

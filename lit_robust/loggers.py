@@ -10,12 +10,13 @@ checkpoint it is resumed from, which the resumed run logs again.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from lit_robust.checkpoint_io import atomic_file
 
 __all__ = ["CSVLogger", "drop_rows_from"]
 
@@ -53,10 +54,8 @@ def drop_rows_from(metrics_csv: str | Path, step: int) -> int:
     keep = [r for r in rows if not r.get("step") or float(r["step"]) < step]
     if len(keep) == len(rows):
         return 0
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_file(path, "w") as f:  # a kill leaves the old file, never half of it
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(keep)
-    os.replace(tmp, path)
     return len(rows) - len(keep)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import warnings
 from pathlib import Path
@@ -32,16 +31,11 @@ from pathlib import Path
 import torch
 
 from lit_robust.attacks.base import Attack
+from lit_robust.checkpoint_io import atomic_file
 from lit_robust.errors import ConfigError
 from lit_robust.validate import integer
 
 __all__ = ["AutoAttack"]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -171,6 +165,7 @@ class AutoAttack(Attack):
             done.append(name)
             if state is not None:  # after every component: a kill loses at most the running one
                 record = {"done": done, "robust": robust.tolist(), "breakdown": self.last_breakdown}
-                atomic_write_text(state, json.dumps(record))
+                with atomic_file(state, "w") as f:
+                    json.dump(record, f)
         self.last_robust = robust.clone()
         return x_adv
