@@ -121,3 +121,10 @@ def choice(name: str, value: Any, choices: Sequence) -> Any:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """``value`` if it is a bool (``1`` or ``"yes"`` are refused: a typo should not switch a feature)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value

@@ -4,6 +4,7 @@ and record finished fits/evaluations as JSON so that a second call reuses them."
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import time
@@ -52,15 +53,26 @@ def fit_once(record: Path, args: list[str], name: str) -> dict:
     return fit
 
 
+def digest(path: str) -> str:
+    """SHA-256 of a file: identifies a checkpoint's contents (a re-trained run may reuse its path)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def evaluate_once(dest: Path, args: list[str], ckpt: str, n_samples: int, name: str) -> dict:
     """``evaluate --ckpt_path ckpt`` with ``args`` unless ``dest`` holds a report of the same checkpoint
-    and sample count; returns ``{"report": <the evaluate JSON>, "eval_minutes": ...}`` (also in ``dest``,
-    with the Markdown table next to it as ``dest.with_suffix('.md')``)."""
+    contents (SHA-256, not only its path) and sample count; returns ``{"report": <the evaluate JSON>,
+    "eval_minutes": ...}`` (also in ``dest``, with the Markdown table next to it as
+    ``dest.with_suffix('.md')``)."""
     done = json.loads(dest.read_text()) if dest.is_file() else None
     if (
         done
         and done["report"]["meta"]["ckpt_path"] == ckpt
         and done["report"]["meta"]["n_samples"] == n_samples
+        and done.get("ckpt_sha256") == digest(ckpt)
     ):
         print(f"\n{name}: reusing the evaluation in {dest}", flush=True)
         return done
@@ -71,6 +83,10 @@ def evaluate_once(dest: Path, args: list[str], ckpt: str, n_samples: int, name: 
     report = json.loads((out_dir / f"{stem}.json").read_text())
     (out_dir / f"{stem}.json").unlink()
     (out_dir / f"{stem}.md").rename(dest.with_suffix(".md"))
-    done = {"report": report, "eval_minutes": (time.perf_counter() - start) / 60}
+    done = {
+        "report": report,
+        "eval_minutes": (time.perf_counter() - start) / 60,
+        "ckpt_sha256": digest(ckpt),
+    }
     dest.write_text(json.dumps(done, indent=1))
     return done

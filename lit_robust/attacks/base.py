@@ -6,7 +6,9 @@ subclasses only write the search in :meth:`Attack.perturb`:
 - the model runs in eval mode during the attack (configurable) and its mode is restored afterwards;
   with ``eval_mode=False`` BatchNorm running statistics are restored too;
 - gradients are enabled even inside ``torch.no_grad()`` / ``torch.inference_mode()`` (Lightning's
-  validation and test loops), and autocast is switched off: the perturbation maths is fp32;
+  validation and test loops); the perturbation, projection and loss reduction are fp32, while the model's
+  forward and backward follow the caller's precision: under autocast (a trainer with
+  ``precision="bf16-mixed"``) they run in that dtype, unless ``precision="fp32"`` opts out;
 - input gradients come from ``torch.autograd.grad``, so parameters' ``.grad`` are never touched;
 - the result is projected onto the eps-ball around x and onto the box [0, 1].
 """
@@ -22,18 +24,35 @@ from torch import nn
 
 from lit_robust.attacks.threat import Ball, canonical_norm, make_ball
 from lit_robust.errors import ConfigError, NonFiniteAttackError
-from lit_robust.validate import radius
+from lit_robust.validate import choice, radius
 
 _BOX_TOL = 1e-6
+
+
+PRECISIONS = ("auto", "fp32")
+
+
+def _device_type(model: nn.Module) -> str:
+    return next((p.device.type for p in model.parameters()), "cpu")
+
+
+def caller_autocast(model: nn.Module) -> tuple[str, torch.dtype] | None:
+    """``(device_type, dtype)`` of the autocast region the caller is in for ``model``'s device (Lightning's
+    ``precision="bf16-mixed"`` runs training and validation steps in one), or None outside autocast."""
+    device_type = _device_type(model)
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return device_type, torch.get_autocast_dtype(device_type)
 
 
 @contextlib.contextmanager
 def attack_mode(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
     """Run the body with grads on, autocast off and ``model`` in eval mode; restore the model's mode
-    (and, if it stayed in train mode, its buffers such as BatchNorm statistics) on exit."""
+    (and, if it stayed in train mode, its buffers such as BatchNorm statistics) on exit. Attacks re-enter
+    the caller's autocast around the model's forward only (:meth:`Attack.logits`)."""
     was_training = model.training
     buffers = None if eval_mode else [(b, b.detach().clone()) for b in model.buffers()]
-    device_type = next((p.device.type for p in model.parameters()), "cpu")
+    device_type = _device_type(model)
     try:
         if eval_mode:
             model.eval()
@@ -62,7 +81,15 @@ class Attack(ABC):
             ``False`` the model keeps its current mode and BatchNorm buffers are restored afterwards.
         seed: if set, the attack's randomness comes from its own generator seeded with this value on
             every call (repeatable evaluations); if None it uses torch's global RNG.
+        precision: ``"auto"``: the model's forward and backward run in the caller's autocast dtype
+            (bf16 under a ``bf16-mixed`` trainer; fp32 outside autocast, e.g. in ``evaluate``);
+            ``"fp32"``: always fp32. Perturbation, projection and loss reduction are fp32 either way.
+            Methods set it for their attacks from ``model.attack_precision``.
     """
+
+    #: set during a call: the caller's autocast for the model's forward, and the model's input dtype
+    _amp: tuple[str, torch.dtype] | None = None
+    _input_dtype: torch.dtype | None = None
 
     def __init__(
         self,
@@ -70,6 +97,7 @@ class Attack(ABC):
         norm: str | None = None,
         eval_mode: bool = True,
         seed: int | None = None,
+        precision: str = "auto",
     ) -> None:
         self._norm = None if norm is None else canonical_norm(norm)
         self._eps: float | None = None
@@ -78,6 +106,16 @@ class Attack(ABC):
             self.eps = eps
         self.eval_mode = bool(eval_mode)
         self.seed = seed
+        self.precision = precision
+
+    @property
+    def precision(self) -> str:
+        """``"auto"`` (follow the caller's autocast) or ``"fp32"``."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = choice(f"{type(self).__name__}.precision", value, PRECISIONS)
 
     @property
     def norm(self) -> str:
@@ -113,7 +151,7 @@ class Attack(ABC):
                 "it from model.eps"
             )
         self._check_inputs(x, y)
-        with attack_mode(model, self.eval_mode):
+        with self.running(model):
             x0 = x.detach().to(torch.float32).clone()
             y0 = y.detach().clone()
             generator = self._generator(x0.device)
@@ -152,12 +190,33 @@ class Attack(ABC):
         """Project ``x_adv`` onto {x + delta : ||delta|| <= eps} and then onto [0, 1]."""
         return (x + self.ball.project(x_adv - x)).clamp(0.0, 1.0)
 
-    @staticmethod
-    def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Model logits in fp32, feeding the input in the model's own floating dtype."""
+    @contextlib.contextmanager
+    def running(self, model: nn.Module) -> Iterator[None]:
+        """The context of one attack call: :func:`attack_mode`, with the caller's autocast (``precision
+        "auto"``) and the model's input dtype noted once for :meth:`logits`, not looked up per step."""
+        saved = self._amp, self._input_dtype
+        self._amp = caller_autocast(model) if self.precision == "auto" else None
         param = next((p for p in model.parameters() if p.is_floating_point()), None)
-        inp = x if param is None or param.dtype == x.dtype else x.to(param.dtype)
-        out = model(inp)
+        self._input_dtype = None if param is None else param.dtype
+        try:
+            with attack_mode(model, self.eval_mode):
+                yield
+        finally:
+            self._amp, self._input_dtype = saved
+
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Model logits in fp32, feeding the input in the model's own floating dtype; the forward (and so
+        its backward) runs under the caller's autocast when :meth:`running` found one."""
+        dtype = self._input_dtype
+        if dtype is None and self._amp is None:  # called outside running(): look the dtype up
+            param = next((p for p in model.parameters() if p.is_floating_point()), None)
+            dtype = None if param is None else param.dtype
+        inp = x if dtype is None or dtype == x.dtype else x.to(dtype)
+        if self._amp is None:
+            out = model(inp)
+        else:
+            with torch.autocast(device_type=self._amp[0], dtype=self._amp[1]):
+                out = model(inp)
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ConfigError(f"attacks need a model that returns logits of shape (N, classes); got {shape}")
@@ -186,7 +245,10 @@ class Attack(ABC):
             )
 
     def __repr__(self) -> str:
-        state = {k.lstrip("_"): v for k, v in vars(self).items() if k != "ball" and not k.startswith("last_")}
+        hidden = ("ball", "_amp", "_input_dtype")
+        state = {
+            k.lstrip("_"): v for k, v in vars(self).items() if k not in hidden and not k.startswith("last_")
+        }
         fields = ", ".join(f"{k}={v!r}" for k, v in state.items())
         return f"{type(self).__name__}({fields})"
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lit_robust.attacks.base import Attack, attack_mode
+from lit_robust.attacks.base import Attack
 from lit_robust.errors import ConfigError
 from lit_robust.validate import choice, integer, non_negative, number
 
@@ -148,7 +148,7 @@ class BETA(Attack):
                 "BETA has no eps: pass eps=..., or give the attack to a method, which sets it from model.eps"
             )
         self._check_inputs(x, y)
-        with attack_mode(model, self.eval_mode):
+        with self.running(model):
             x0 = x.detach().to(torch.float32).clone()
             y0 = y.detach().clone()
             res = self._search(model, x0, y0, self._generator(x0.device))

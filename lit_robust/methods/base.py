@@ -27,12 +27,13 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
 from lit_robust.attacks import PGD, Attack
+from lit_robust.attacks.base import PRECISIONS
 from lit_robust.attacks.threat import canonical_norm
 from lit_robust.callbacks.preemption import Preemption
 from lit_robust.checkpoint import check_fits, load_net, net_weights, rng_states, set_rng_states
 from lit_robust.checkpoint_io import AtomicCheckpointIO
 from lit_robust.errors import ConfigError, NonFiniteAttackError, TrainingDivergedError
-from lit_robust.validate import choice, integer, positive, radius
+from lit_robust.validate import choice, flag, integer, positive, radius
 
 STAGES = ("train", "val", "test")
 KINDS = ("clean", "robust")
@@ -80,6 +81,16 @@ class RobustClassifier(LightningModule):
         init_from: start the net from these weights (fine-tuning): a checkpoint of any method of ours, a
             plain or ``module.``-prefixed state dict (RobustBench), a ``.safetensors`` file or an export
             folder. Unlike ``--ckpt_path`` it restores no optimiser or loop state.
+        attack_precision: precision of the model's forward/backward inside this method's attacks
+            (training, validation, test): ``"auto"`` follows the trainer (bf16 autocast under
+            ``trainer.precision=bf16-mixed``), ``"fp32"`` opts out. The perturbation, projection and
+            loss reduction are fp32 either way; ``evaluate`` runs outside autocast (fp32).
+        channels_last: keep the net's 4-D weights and inputs in ``torch.channels_last`` memory format
+            (faster convolutions on GPUs with tensor cores; the weights and their checkpoint keys are
+            unchanged).
+        compile: ``torch.compile`` the net (in place: state dict keys unchanged), ``true`` or the keyword
+            arguments of ``torch.compile`` (e.g. ``{mode: max-autotune}``). Attacks take input gradients
+            through the compiled net.
     """
 
     #: metric the checkpoint callback and plateau schedulers monitor (always on the validation split)
@@ -99,6 +110,9 @@ class RobustClassifier(LightningModule):
         checkpoint_every_minutes: float | None = None,
         predict_adversarial: bool = False,
         init_from: str | None = None,
+        attack_precision: str = "auto",
+        channels_last: bool = False,
+        compile: bool | dict = False,
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -113,15 +127,14 @@ class RobustClassifier(LightningModule):
         self.net = net
         self.eps = radius("model.eps", eps)
         self.norm = canonical_norm(norm)
+        self.attack_precision = choice("model.attack_precision", attack_precision, PRECISIONS)
         self.eval_attack = self.bind_attack(eval_attack if eval_attack is not None else PGD(steps=20))
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.scheduler_interval = scheduler_interval
         self.nonfinite = choice("model.nonfinite", nonfinite, ("stop", "skip"))
         self.skipped_batches = 0
-        if not isinstance(predict_adversarial, bool):
-            raise ConfigError(f"model.predict_adversarial must be true or false, got {predict_adversarial!r}")
-        self.predict_adversarial = predict_adversarial
+        self.predict_adversarial = flag("model.predict_adversarial", predict_adversarial)
         self._predictions: list[dict[str, torch.Tensor]] = []
         self.checkpoint_every_n_steps = integer(
             "model.checkpoint_every_n_steps", checkpoint_every_n_steps, 1, optional=True
@@ -137,6 +150,15 @@ class RobustClassifier(LightningModule):
         self.init_from = init_from
         if init_from is not None:
             load_net(self.net, init_from)
+        self.channels_last = flag("model.channels_last", channels_last)
+        if self.channels_last:
+            use_channels_last(self.net)
+        if not isinstance(compile, bool | dict):
+            raise ConfigError(
+                f"model.compile must be true, false or torch.compile's keyword arguments, got {compile!r}"
+            )
+        self.compile_options = {} if compile is True else compile or None
+        self._compiled = False
         self.metrics = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in STAGES for k in KINDS})
         self.best_robust = MaxMetric()
         self.best_robust.persistent(True)  # in the checkpoint: a resumed run keeps its best
@@ -156,11 +178,13 @@ class RobustClassifier(LightningModule):
         self._resume_rng = checkpoint.get("rng_states")
 
     def bind_attack(self, attack: Attack) -> Attack:
-        """Give an attack whose ``eps``/``norm`` are left open this module's threat model."""
+        """Give an attack whose ``eps``/``norm`` are left open this module's threat model, and this
+        module's ``attack_precision``."""
         if not isinstance(attack, Attack):
             raise ConfigError(
                 f"attacks must be lit_robust.attacks.Attack instances, got {type(attack).__name__}"
             )
+        attack.precision = self.attack_precision
         return attack.bind(self.eps, self.norm)
 
     # ------------------------------------------------------------------ model
@@ -393,6 +417,14 @@ class RobustClassifier(LightningModule):
                 f"sample but data {type(dm).__name__} has {classes} classes: set the net's num_classes"
             )
         warn_if_vacuous(self.eps, self.norm, shape)
+        self.compile_net()
+
+    def compile_net(self) -> None:
+        """``torch.compile`` the net in place once, when ``compile`` is set (after the shape check of
+        :meth:`setup`, so that its batch of 2 is not what gets compiled)."""
+        if self.compile_options is not None and not self._compiled:
+            self.net.compile(**self.compile_options)
+            self._compiled = True
 
     def configure_optimizers(self):
         try:
@@ -442,6 +474,20 @@ class RobustClassifier(LightningModule):
             interval = timedelta(minutes=self.checkpoint_every_minutes)
             callbacks.append(ModelCheckpoint(**last, train_time_interval=interval))
         return callbacks
+
+
+def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        return (x.contiguous(memory_format=torch.channels_last), *args[1:])
+    return args
+
+
+def use_channels_last(net: nn.Module) -> None:
+    """Put ``net``'s 4-D weights in channels_last format and make it take its 4-D inputs so too (a no-op
+    for inputs already in that format, e.g. an attack's iterates after the first step)."""
+    net.to(memory_format=torch.channels_last)
+    net.register_forward_pre_hook(_to_channels_last)
 
 
 def warn_if_vacuous(eps: float, norm: str, shape: tuple[int, ...]) -> None:
