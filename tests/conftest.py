@@ -73,22 +73,11 @@ def cifar10_data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     Returns ``root`` (the data_dir), ``train_x``/``test_x`` uint8 (N, 3, 32, 32), ``train_y``/``test_y``
     int64 and ``classes``.
     """
-    rng = np.random.default_rng(10)
+    from lit_robust.data.synthetic import CIFAR10_CLASSES, write_synthetic_cifar10
+
     root = tmp_path_factory.mktemp("cifar10", numbered=False)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    train_x, test_x = _images(rng, 200), _images(rng, 40)
-    train_y, test_y = rng.integers(0, 10, 200), rng.integers(0, 10, 40)
-    for i in range(5):
-        sl = slice(40 * i, 40 * (i + 1))
-        batch = {"data": train_x[sl].reshape(40, 3072), "labels": [int(v) for v in train_y[sl]]}
-        _dump(folder / f"data_batch_{i + 1}", {"batch_label": f"training batch {i + 1} of 5", **batch})
-    _dump(folder / "test_batch", {"data": test_x.reshape(40, 3072), "labels": [int(v) for v in test_y]})
-    _dump(folder / "batches.meta", {"label_names": classes, "num_cases_per_batch": 40, "num_vis": 3072})
-    return SimpleNamespace(
-        root=str(root), train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes
-    )
+    arrays = write_synthetic_cifar10(root, n_train=200, n_test=40, seed=10)
+    return SimpleNamespace(root=str(root), classes=CIFAR10_CLASSES, **arrays)
 
 
 @pytest.fixture(scope="session")

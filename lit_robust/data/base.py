@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust.data.samplers import EpochSeededDistributedSampler, EpochSeededSampler, ResumableLoader
 from lit_robust.errors import ConfigError, DataCorruptError, DataNotFoundError
-from lit_robust.validate import integer, number
+from lit_robust.validate import flag, integer, number
 
 __all__ = [
     "RobustDataModule",
@@ -139,9 +139,8 @@ class RobustDataModule(LightningDataModule, ABC):
         integer("data.test_subset", test_subset, 1, optional=True)
         integer("data.seed", seed, None)
         number("data.label_noise", label_noise, 0.0, 1.0, high_open=True)
-        for name, flag in (("download", download), ("augment", augment)):
-            if not isinstance(flag, bool):
-                raise ConfigError(f"data.{name} must be true or false, got {flag!r}")
+        flag("data.download", download)
+        flag("data.augment", augment)
         self.save_hyperparameters()
         self.data_dir = str(data_dir)
         self.batch_size = batch_size
@@ -325,6 +324,7 @@ class RobustDataModule(LightningDataModule, ABC):
             world_size=world,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self._pin_memory(),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -358,7 +358,13 @@ class RobustDataModule(LightningDataModule, ABC):
             generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self._pin_memory(),
         )
+
+    def _pin_memory(self) -> bool:
+        """Page-locked batches (asynchronous host-to-GPU copies) when the trainer runs on a CUDA device."""
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
 
 def _to_float(x: torch.Tensor) -> torch.Tensor:

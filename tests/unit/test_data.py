@@ -263,13 +263,27 @@ def test_distributed_sampler_pads_by_wrapping_and_advances() -> None:
     assert list(samplers[0]) == list(single)[0::3][:4]
 
 
+def _on(device: str) -> SimpleNamespace:
+    """A stand-in for a trainer's strategy on ``device``."""
+    return SimpleNamespace(root_device=torch.device(device))
+
+
+@pytest.mark.parametrize("device, pinned", [("cpu", False), ("cuda", True)])
+def test_loaders_pin_memory_for_a_cuda_trainer(cifar10_data: SimpleNamespace, device, pinned) -> None:
+    """Page-locked batches (asynchronous copies to the GPU) exactly when the trainer runs on CUDA."""
+    dm = CIFAR10(data_dir=cifar10_data.root, val_size=20, batch_size=60, seed=2)
+    dm.trainer = SimpleNamespace(world_size=1, global_rank=0, training=False, strategy=_on(device))
+    loaders = (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader())
+    assert [loader.pin_memory for loader in loaders] == [pinned] * 3
+
+
 def test_train_loader_is_distributed_only_under_ddp(cifar10_data: SimpleNamespace) -> None:
     """``train_dataloader`` picks the distributed sampler from the attached trainer's world size."""
     dm = CIFAR10(data_dir=cifar10_data.root, val_size=20, batch_size=60, seed=2)
     assert type(dm.train_dataloader().sampler) is EpochSeededSampler  # no trainer
-    dm.trainer = SimpleNamespace(world_size=1, global_rank=0, training=False)
+    dm.trainer = SimpleNamespace(world_size=1, global_rank=0, training=False, strategy=_on("cpu"))
     assert type(dm.train_dataloader().sampler) is EpochSeededSampler
-    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, training=False)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, training=False, strategy=_on("cpu"))
     sampler = dm.train_dataloader().sampler
     assert isinstance(sampler, EpochSeededDistributedSampler)
     assert (sampler.num_replicas, sampler.rank, sampler.seed, len(sampler)) == (2, 1, 2, 90)
