@@ -190,6 +190,21 @@ class Attack(ABC):
         """Project ``x_adv`` onto {x + delta : ||delta|| <= eps} and then onto [0, 1]."""
         return (x + self.ball.project(x_adv - x)).clamp(0.0, 1.0)
 
+    def ascend(
+        self,
+        x: torch.Tensor,
+        x_adv: torch.Tensor,
+        grad: torch.Tensor,
+        step_size: float,
+        box: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """One projected ascent step, ``clip(x, x_adv + step_size * dir(grad))`` (dir = sign for L_inf,
+        g/||g||_2 for L_2). With ``box = self.ball.feasible_box(x)`` (L_inf: the feasible set is the box
+        [lo, hi]) the step is one fused add and one clamp, the fewest passes over the batch."""
+        if box is not None:
+            return torch.add(x_adv, grad.sign(), alpha=step_size).clamp_(box[0], box[1])
+        return self.clip(x, x_adv + step_size * self.ball.ascent_direction(grad))
+
     @contextlib.contextmanager
     def running(self, model: nn.Module) -> Iterator[None]:
         """The context of one attack call: :func:`attack_mode`, with the caller's autocast (``precision

@@ -124,15 +124,17 @@ class PGD(Attack):
                     x.shape, generator=generator, device=x.device, dtype=x.dtype
                 )
             delta = self.project_delta(x, start)
-        for _ in range(self.steps):
-            delta.requires_grad_(True)
-            logits = self.logits(model, x + delta)
-            obj = self.objective(logits, y, target)
-            (grad,) = torch.autograd.grad(obj.sum(), delta)
-            if best is not None and self.keep_best:
-                best.update(x + delta.detach(), self.success(logits, y, target), obj.detach())
-            delta = self.project_delta(x, delta.detach() + self.step_size * self.ball.ascent_direction(grad))
+        box = self.ball.feasible_box(x)  # L_inf: each step is one fused add and one clamp
         x_adv = x + delta
+        for _ in range(self.steps):
+            x_adv.requires_grad_(True)
+            logits = self.logits(model, x_adv)
+            obj = self.objective(logits, y, target)
+            (grad,) = torch.autograd.grad(obj.sum(), x_adv)
+            x_adv = x_adv.detach()
+            if best is not None and self.keep_best:
+                best.update(x_adv, self.success(logits, y, target), obj.detach())
+            x_adv = self.ascend(x, x_adv, grad, self.step_size, box)
         if best is not None:
             with torch.no_grad():
                 logits = self.logits(model, x_adv)

@@ -52,6 +52,11 @@ class Ball(ABC):
     @abstractmethod
     def ascent_direction(self, grad: torch.Tensor) -> torch.Tensor: ...
 
+    def feasible_box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(lo, hi)`` when {x + delta : ||delta|| <= eps} intersected with [0, 1]^d is the box
+        [lo, hi] (L_inf), so that projecting a point onto it is one clamp; None otherwise (L_2)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:g})"
 
@@ -73,6 +78,10 @@ class LinfBall(Ball):
     def ascent_direction(self, grad: torch.Tensor) -> torch.Tensor:
         """sign(g): the maximiser of <g, v> over ||v||_inf <= 1."""
         return grad.sign()
+
+    def feasible_box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """lo = max(x - eps, 0), hi = min(x + eps, 1): the L_inf ball and the box [0, 1] meet in a box."""
+        return (x - self.eps).clamp_(min=0.0), (x + self.eps).clamp_(max=1.0)
 
 
 class L2Ball(Ball):

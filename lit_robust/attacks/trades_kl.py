@@ -64,9 +64,10 @@ class TRADESKL(Attack):
             clean_logits = self.logits(model, x)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_adv = self.clip(x, x + self.init_std * noise)
+        box = self.ball.feasible_box(x)
         for _ in range(self.steps):
             x_adv = x_adv.detach().requires_grad_(True)
             kl = kl_divergence(clean_logits, self.logits(model, x_adv))
             (g,) = torch.autograd.grad(kl.sum(), x_adv)
-            x_adv = self.clip(x, x_adv.detach() + self.step_size * self.ball.ascent_direction(g))
+            x_adv = self.ascend(x, x_adv.detach(), g, self.step_size, box)
         return x_adv.detach()
