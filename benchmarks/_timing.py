@@ -4,15 +4,21 @@ result file."""
 from __future__ import annotations
 
 import json
+import logging
 import platform
+import resource
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_robust.data import MNIST
+from lit_robust.quiet import quiet_third_party
 
 
 def mnist_loader(n: int, data_dir: str, batch_size: int, val_size: int = 0) -> DataLoader:
@@ -22,9 +28,23 @@ def mnist_loader(n: int, data_dir: str, batch_size: int, val_size: int = 0) -> D
     return DataLoader(TensorDataset(*dm.train_dataset.tensors), batch_size=batch_size, shuffle=False)
 
 
+class _EpochTimer(Callback):
+    """Wall and CPU seconds from the start to the end of the (single) training epoch."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.start, self.cpu = time.perf_counter(), time.process_time()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        self.wall, self.cpu = time.perf_counter() - self.start, time.process_time() - self.cpu
+
+
 def timed_epoch(model: LightningModule, loader: DataLoader, accelerator: str = "cpu") -> tuple[float, float]:
-    """(wall, CPU) seconds of one ``Trainer.fit`` epoch of ``model`` on ``loader``: no validation,
-    logger, checkpoint, progress bar or inference mode (the attacks need gradients)."""
+    """(wall, CPU) seconds of one ``Trainer.fit`` epoch of ``model`` on ``loader``, from the epoch's start
+    to its end (the fit's one-off set-up is not an epoch's cost): no validation, logger, checkpoint,
+    progress bar or inference mode (the attacks need gradients)."""
+    timer = _EpochTimer()
     trainer = Trainer(
         max_epochs=1,
         accelerator=accelerator,
@@ -35,12 +55,10 @@ def timed_epoch(model: LightningModule, loader: DataLoader, accelerator: str = "
         enable_model_summary=False,
         limit_val_batches=0,
         inference_mode=False,
+        callbacks=[timer],
     )
-    start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(model, train_dataloaders=loader)
-    if accelerator == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, time.process_time() - cpu
+    return timer.wall, timer.cpu
 
 
 def write_result(name: str, result: dict) -> Path:
@@ -56,3 +74,112 @@ def write_result(name: str, result: dict) -> Path:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- make bench
+def quiet() -> None:
+    """Only the tables: lit_robust's filters for third-party tips, and no per-fit Lightning banners."""
+    quiet_third_party()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+
+def seconds(fn: Callable[[], Any], sync: bool = False) -> float:
+    """Wall seconds of one call of ``fn`` (CUDA synchronised at both ends when ``sync``)."""
+    if sync:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if sync:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def interleaved(fns: dict[Any, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[Any, list[float]]:
+    """Wall seconds of every function, ``repeats`` rounds after ``warmup`` untimed ones; within a round the
+    functions run one after the other, in an order rotated every round, so that a change of load or clock
+    hits all of them alike."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[Any, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(seconds(fns[name]))
+    return times
+
+
+def median_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over rounds of ``times[num][r] / times[den][r]`` (paired: a slow round slows both)."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+class PeakRSS:
+    """Peak resident memory of this process since :meth:`reset`, from Linux's ``VmHWM`` (reset by writing
+    5 to ``/proc/self/clear_refs``); on other systems the process's peak so far (``ru_maxrss``)."""
+
+    def reset(self) -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+    def mib(self) -> float:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def row(
+    section: str,
+    name: str,
+    value: float,
+    target: float | None,
+    unit: str = "x",
+    limit: str = "",
+    peak_mib: float | None = None,
+    higher_is_better: bool = False,
+    **detail: Any,
+) -> dict:
+    """One line of the table: ``value`` against ``target`` (an upper bound, or a lower one when
+    ``higher_is_better``; None: reported only), and for a miss what limits it."""
+    if target is None:
+        passed = None
+    else:
+        passed = value >= target if higher_is_better else value <= target
+    return {
+        "section": section,
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "target": target,
+        "target_op": ">=" if higher_is_better else "<=",
+        "pass": passed,
+        "limit": "" if passed else limit,
+        "peak_rss_mib": peak_mib,
+        "detail": detail,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    """The Markdown table of ``rows``."""
+    lines = [
+        "| section | measurement | value | target | pass | peak RSS (MiB) | what limits it (misses) / note |",
+        "|---|---|---:|---:|:---:|---:|---|",
+    ]
+    for r in rows:
+        value = f"{r['value']:.3f}{r['unit']}" if r["unit"] == "x" else f"{r['value']:.3g} {r['unit']}"
+        target = "" if r["target"] is None else f"{r['target_op']} {r['target']:g}"
+        verdict = {True: "yes", False: "**no**", None: "-"}[r["pass"]]
+        peak = "" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
+        note = r["limit"] or r["detail"].get("note", "")
+        lines.append(f"| {r['section']} | {r['name']} | {value} | {target} | {verdict} | {peak} | {note} |")
+    return "\n".join(lines)

@@ -297,6 +297,21 @@ def test_target_chunks_give_identical_results(mnist_mlp_at):
         assert torch.equal(part.j_star, full.j_star) and torch.equal(part.x_adv, full.x_adv)
 
 
+def test_default_chunks_keep_cpu_passes_small_and_change_nothing(mnist_mlp_at):
+    """target_chunk=None: on a CPU passes of at most CPU_ROWS rows (all targets on a GPU), with the result
+    of one pass over every target."""
+    from lit_robust.attacks.beta import CPU_ROWS
+
+    assert BETA.auto_chunk(128, 9, torch.device("cpu")) == CPU_ROWS // 128 == 2
+    assert BETA.auto_chunk(512, 9, torch.device("cpu")) == 1
+    assert BETA.auto_chunk(128, 9, torch.device("cuda")) == 9
+    net, x, y = mnist_mlp_at
+    x, y = x[:128], y[:128]
+    auto = BETA(0.15, "inf", steps=2, seed=3).run(net, x, y)
+    whole = BETA(0.15, "inf", steps=2, seed=3, target_chunk=9).run(net, x, y)
+    assert torch.equal(auto.per_target_x, whole.per_target_x) and torch.equal(auto.x_adv, whole.x_adv)
+
+
 def test_call_equals_run_and_seed_repeats(mnist_mlp_at):
     net, x, y = mnist_mlp_at
     x, y = x[:16], y[:16]

@@ -1,0 +1,217 @@
+"""Training speed of the methods: Lightning's PGD-AT epoch against a hand-written loop, and every method's
+epoch against the cost its passes imply.
+
+On real MNIST (batch 128, the demo CNN, 2 threads):
+
+- **Lightning vs hand-written**: one PGD-AT epoch through ``PGDAT`` + ``Trainer`` against a plain PyTorch
+  loop doing the same work (the same attack object, forward, cross-entropy, backward, Adam step); the
+  epoch is timed from its first to its last batch (the fit's one-off set-up is not an epoch's cost).
+- **passes**: each method's epoch time per batch over what its forward/backward passes cost when measured
+  alone in the same process: ``u`` = one forward + backward w.r.t. the input (an attack step) at the
+  rows it runs on, ``f`` = one forward without grad, ``e`` = one ERM training step (forward, backward,
+  Adam step) at batch 128. ERM = e; PGD-AT (PGD-10) = 10 u + e; TRADES (TRADES-KL-10) = f + 10 u + 2 e;
+  MART (PGD-10) = 10 u + 2 e; BETA-AT (BETA-3 on the B(K-1) = 9B rows of every wrong class) = f +
+  3 u(9B) + f(9B) + e; L2NNN (its nonexpansive CNN, PGD-10 L_2) = f + 10 u + 2 e with that net's units.
+
+    python benchmarks/bench_methods.py [--repeats 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from _timing import PeakRSS, interleaved, median, median_ratio, mnist_loader, quiet, row, table, timed_epoch
+from torch.utils.data import DataLoader
+
+from lit_robust.attacks import BETA, PGD, TRADESKL
+from lit_robust.methods import BETAAT, ERM, L2NNN, MART, PGDAT, TRADES
+from lit_robust.nets import L2NNNConvNet, SmallCNN
+
+SECTION = "methods"
+EPS = 0.3
+
+
+def demo_cnn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return SmallCNN(channels=[16, 32], hidden=128)
+
+
+def l2nnn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return L2NNNConvNet(conv_channels=[16, 32], fc=[256, 128])
+
+
+def pgd10() -> PGD:
+    return PGD(EPS, steps=10, alpha=EPS / 4, keep_best=False)
+
+
+def hand_written_epoch(loader: DataLoader) -> float:
+    """The same work as ``PGDAT``'s epoch in a plain loop (timed from the first batch to the last)."""
+    net = demo_cnn()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    attack = pgd10()
+    net.train()
+    start = time.perf_counter()
+    for x, y in loader:
+        x_adv = attack(net, x, y)
+        loss = F.cross_entropy(net(x_adv), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def lightning_row(loader: DataLoader, repeats: int, peak: PeakRSS) -> dict:
+    peak.reset()
+    t = interleaved(
+        {
+            "hand": lambda: hand_written_epoch(loader),
+            "lightning": lambda: timed_epoch(PGDAT(net=demo_cnn(), eps=EPS, train_attack=pgd10()), loader),
+        },
+        repeats,
+    )
+    return row(
+        SECTION,
+        f"Lightning PGD-AT epoch / hand-written loop ({len(loader)} batches of 128, demo CNN)",
+        median_ratio(t, "lightning", "hand"),
+        1.03,
+        peak_mib=peak.mib(),
+        limit="Lightning's per-batch hooks, logging and metrics",
+        hand_s=median(t["hand"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- units
+def attack_unit(net, x, y) -> None:
+    xa = x.detach().requires_grad_(True)
+    torch.autograd.grad(F.cross_entropy(net(xa), y, reduction="sum"), xa)
+
+
+def forward_unit(net, x) -> None:
+    with torch.no_grad():
+        net(x)
+
+
+def erm_unit(net, opt, x, y) -> None:
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+
+
+def unit_fns(net: torch.nn.Module, x, y, calls: int = 5) -> dict[str, object]:
+    """Functions timing ``calls`` repetitions of u (at B and 9B rows), f (at B and 9B) and e (at B)."""
+    x9, y9 = x.repeat(9, 1, 1, 1), y.repeat(9)
+    opt = torch.optim.Adam(net.parameters(), lr=0.0)  # lr 0: the weights stay as they are
+
+    def times(fn, *args):
+        def run():
+            net.eval()
+            for _ in range(calls):
+                fn(*args)
+
+        return run
+
+    def train_steps():
+        net.train()
+        for _ in range(calls):
+            erm_unit(net, opt, x, y)
+
+    return {
+        "u": times(attack_unit, net, x, y),
+        "u9": times(attack_unit, net, x9, y9),
+        "f": times(forward_unit, net, x),
+        "f9": times(forward_unit, net, x9),
+        "e": train_steps,
+    }
+
+
+METHODS = {
+    # name: (module factory, net factory, expected cost per batch from the units)
+    "ERM": (lambda net: ERM(net=net, eps=EPS), demo_cnn, lambda u: u["e"]),
+    "PGD-AT": (
+        lambda net: PGDAT(net=net, eps=EPS, train_attack=pgd10()),
+        demo_cnn,
+        lambda u: 10 * u["u"] + u["e"],
+    ),
+    "TRADES": (
+        lambda net: TRADES(net=net, eps=EPS, train_attack=TRADESKL(EPS, steps=10, alpha=EPS / 4)),
+        demo_cnn,
+        lambda u: u["f"] + 10 * u["u"] + 2 * u["e"],
+    ),
+    "MART": (
+        lambda net: MART(net=net, eps=EPS, train_attack=PGD(EPS, steps=10, alpha=EPS / 4, init_std=0.001)),
+        demo_cnn,
+        lambda u: 10 * u["u"] + 2 * u["e"],
+    ),
+    "BETA-AT": (
+        lambda net: BETAAT(net=net, eps=EPS, train_attack=BETA(EPS, steps=3)),
+        demo_cnn,
+        lambda u: u["f"] + 3 * u["u9"] + u["f9"] + u["e"],
+    ),
+    "L2NNN": (
+        lambda net: L2NNN(net=net, eps=1.5, norm="2", train_attack=PGD(1.5, "2", steps=10, keep_best=False)),
+        l2nnn_net,
+        lambda u: u["f"] + 10 * u["u"] + 2 * u["e"],
+    ),
+}
+
+
+def pass_rows(loader: DataLoader, repeats: int, peak: PeakRSS) -> list[dict]:
+    """Epochs and unit costs timed in the same interleaved rounds; per round, the epoch's time per batch
+    over the cost its units predict; the median over rounds."""
+    x, y = next(iter(loader))
+    calls = 5
+    nets = {factory: factory() for _, factory, _ in METHODS.values()}
+    fns = {}
+    for factory, net in nets.items():
+        for unit, fn in unit_fns(net, x, y, calls).items():
+            fns[(factory.__name__, unit)] = fn
+    for name, (module, factory, _) in METHODS.items():
+        fns[name] = lambda m=module, f=factory: timed_epoch(m(f()), loader)[0]
+    peak.reset()
+    t = interleaved(fns, repeats)
+    mib = peak.mib()
+    out = []
+    for name, (_, factory, expected) in METHODS.items():
+        ratios, predicted = [], []
+        for r in range(repeats):
+            u = {unit: t[(factory.__name__, unit)][r] / calls for unit in ("u", "u9", "f", "f9", "e")}
+            predicted.append(expected(u))
+            ratios.append(t[name][r] / len(loader) / predicted[-1])
+        out.append(
+            row(
+                SECTION,
+                f"{name} epoch / its passes x unit costs",
+                median(ratios),
+                1.1,
+                peak_mib=mib,
+                limit="work besides the passes: the attack's elementwise steps over the batch, logging",
+                ms_per_batch=1000 * median(t[name]) / len(loader),
+                predicted_ms=1000 * median(predicted),
+            )
+        )
+    return out
+
+
+def rows(opts: argparse.Namespace) -> list[dict]:
+    quiet()
+    torch.set_num_threads(2)
+    n = 640 if opts.quick else 1280
+    loader = mnist_loader(n, opts.data_dir, batch_size=128)
+    peak = PeakRSS()
+    return [lightning_row(loader, opts.repeats, peak), *pass_rows(loader, opts.repeats, peak)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data_dir", default="data")
+    print(table(rows(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
