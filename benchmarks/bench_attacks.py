@@ -74,11 +74,11 @@ def peer_pgd(net, x, y, eps: float = EPS, alpha: float = ALPHA, steps: int = STE
     return adv
 
 
-def pgd_rows(x, y, repeats: int, peak: PeakRSS) -> list[dict]:
+def pgd_rows(x, y, repeats: int, peak: PeakRSS, quick: bool = False) -> list[dict]:
     rows = []
-    for threads in (2, 1):
+    for threads in (2,) if quick else (2, 1):
         torch.set_num_threads(threads)
-        for net_name in NETS if threads == 2 else ["demo CNN"]:
+        for net_name in NETS if threads == 2 and not quick else ["demo CNN"]:
             net = make_net(net_name)
             ours = PGD(EPS, steps=STEPS, alpha=ALPHA, keep_best=False)
             ours_best = PGD(EPS, steps=STEPS, alpha=ALPHA, keep_best=True)
@@ -185,7 +185,7 @@ def apgd_row(x, y, repeats: int, peak: PeakRSS, steps: int) -> dict:
 def scaling_rows(x_all, y_all, repeats: int, peak: PeakRSS, quick: bool) -> list[dict]:
     net = make_net("demo CNN")
     attack = PGD(EPS, steps=STEPS, alpha=ALPHA, keep_best=False)
-    sizes = (1, 8, 64, 128) if quick else (1, 8, 64, 128, 512)
+    sizes = (1, 8, 128, 256) if quick else (1, 8, 64, 128, 512)
     peak.reset()
     fns = {b: (lambda b=b: attack(net, x_all[:b], y_all[:b])) for b in sizes}
     t = interleaved({str(b): f for b, f in fns.items()}, repeats)
@@ -230,7 +230,7 @@ def rows(opts: argparse.Namespace) -> list[dict]:
     x_all, y_all = next(iter(loader))
     x, y = x_all[:128], y_all[:128]
     peak = PeakRSS()
-    out = pgd_rows(x, y, opts.repeats, peak)
+    out = pgd_rows(x, y, opts.repeats, peak, opts.quick)
     out.append(apgd_row(x, y, opts.repeats, peak, steps=20 if opts.quick else 100))
     out += scaling_rows(x_all, y_all, opts.repeats, peak, opts.quick)
     return out
