@@ -36,7 +36,8 @@ def test_bench_quick_writes_the_table_and_json(tmp_path, mnist_root):
     assert any(n.startswith("our PGD-10 / torchattacks' PGD-10") for n in names)
     assert any(n.startswith("our APGD-CE / official APGD-CE") for n in names)
     for r in rows:
-        assert r["value"] > 0 and r["peak_rss_mib"] > 0
+        assert r["value"] > 0 or r["unit"] == " fwd"  # a difference of costs may come out < 0
+        assert r["peak_rss_mib"] > 0
         assert r["pass"] is None or r["pass"] == (r["value"] <= r["target"])
         assert r["pass"] is not False or r["limit"]  # a miss says what limits it
     assert result["machine"]["cores"] and result["machine"]["quick"] is True
