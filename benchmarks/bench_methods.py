@@ -19,6 +19,7 @@ On real MNIST (batch 128, the demo CNN, 2 threads):
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import torch
@@ -27,6 +28,9 @@ from _timing import PeakRSS, interleaved, median, median_ratio, mnist_loader, qu
 from torch.utils.data import DataLoader
 
 from lit_robust.attacks import BETA, PGD, TRADESKL
+from lit_robust.data import CIFAR10, MNIST
+from lit_robust.data.base import random_crop_flip
+from lit_robust.data.synthetic import write_synthetic_cifar10
 from lit_robust.methods import BETAAT, ERM, L2NNN, MART, PGDAT, TRADES
 from lit_robust.nets import L2NNNConvNet, SmallCNN
 
@@ -196,13 +200,52 @@ def pass_rows(loader: DataLoader, repeats: int, peak: PeakRSS) -> list[dict]:
     return out
 
 
+def loader_rows(opts: argparse.Namespace, pgd_at_ms_per_batch: float, peak: PeakRSS) -> list[dict]:
+    """Images/s the training pipeline delivers (the datamodule's loader, and for CIFAR-10, synthetic files
+    here, the crop + flip on the device) over the images/s a PGD-AT step consumes (the row above)."""
+    out = []
+    with tempfile.TemporaryDirectory() as root:
+        write_synthetic_cifar10(root, n_train=2560, n_test=10)
+        for name, dm in (
+            ("MNIST", MNIST(data_dir=opts.data_dir, batch_size=128, train_subset=5120)),
+            ("CIFAR-10 + crop/flip", CIFAR10(data_dir=root, batch_size=128, val_size=0)),
+        ):
+            dm.setup("fit")
+            loader = dm.train_dataloader()
+
+            def epoch(dm=dm, loader=loader):
+                for x, _ in loader:
+                    if dm.augment:
+                        random_crop_flip(x)
+
+            peak.reset()
+            t = interleaved({"epoch": epoch}, 3)
+            images_per_s = len(loader.dataset) / median(t["epoch"])
+            consumed = 128 / (pgd_at_ms_per_batch / 1000)
+            out.append(
+                row(
+                    SECTION,
+                    f"{name} training pipeline images/s / PGD-AT's images/s (demo CNN)",
+                    images_per_s / consumed,
+                    1.0,
+                    peak_mib=peak.mib(),
+                    higher_is_better=True,
+                    limit="per-sample indexing and collation in the DataLoader",
+                    note=f"{images_per_s:.0f} images/s delivered, {consumed:.0f} consumed",
+                )
+            )
+    return out
+
+
 def rows(opts: argparse.Namespace) -> list[dict]:
     quiet()
     torch.set_num_threads(2)
     n = 640 if opts.quick else 1280
     loader = mnist_loader(n, opts.data_dir, batch_size=128)
     peak = PeakRSS()
-    return [lightning_row(loader, opts.repeats, peak), *pass_rows(loader, opts.repeats, peak)]
+    out = [lightning_row(loader, opts.repeats, peak), *pass_rows(loader, opts.repeats, peak)]
+    pgd_at = next(r for r in out if r["name"].startswith("PGD-AT epoch"))
+    return out + loader_rows(opts, pgd_at["detail"]["ms_per_batch"], peak)
 
 
 def main() -> None:
