@@ -104,10 +104,16 @@ class AutoAttack(Attack):
         )
         return f"official AutoAttack (pyautoattack {version('pyautoattack')}, version='standard', {budgets})"
 
-    def _state_path(self, x: torch.Tensor, y: torch.Tensor) -> Path | None:
+    def _state_path(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Path | None:
+        """The state file of this evaluation: named by a digest of the model's weights, the images, the
+        labels and the settings, so that another model (or the same run retrained) never resumes it."""
         if self.state_dir is None:
             return None
         digest = hashlib.sha1()
+        for name, t in model.state_dict().items():
+            if isinstance(t, torch.Tensor):
+                digest.update(name.encode())
+                digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         for t in (x, y):
             digest.update(t.detach().cpu().contiguous().numpy().tobytes())
         digest.update(f"{self.eps}|{self.norm}|{self.steps}|{self.square_queries}|{self.seed}".encode())
@@ -140,7 +146,7 @@ class AutoAttack(Attack):
         official.logger.handlers[:] = [collect]
         official.logger.setLevel(logging.DEBUG)
         official.logger.propagate = False
-        state = self._state_path(x, y)
+        state = self._state_path(model, x, y)
         saved = json.loads(state.read_text()) if state is not None and state.is_file() else {}
         done: list[str] = saved.get("done", [])
         with torch.no_grad():

@@ -63,6 +63,25 @@ def test_a_resumed_evaluation_keeps_the_points_broken_before(robust_mlp, tmp_pat
     assert torch.equal(again.last_robust, first)  # the verdict comes from the state
 
 
+def test_another_model_never_resumes_a_state_file(robust_mlp, tmp_path):
+    """The state file is keyed by the model's weights too: evaluating a second model on the same images in
+    the same folder (e.g. two runs whose best checkpoints share a name) starts afresh, and gives what an
+    evaluation without state gives."""
+    net, x, y = robust_mlp
+    first = AutoAttack(eps=0.1, steps=10, square_queries=50, state_dir=str(tmp_path))
+    first(net, x, y)
+    assert first.last_robust.any()
+    other = type(net)(hidden=[128])
+    other.load_state_dict({k: v * 0.5 for k, v in net.state_dict().items()})  # a different, weaker model
+    resumed = AutoAttack(eps=0.1, steps=10, square_queries=50, state_dir=str(tmp_path))
+    resumed(other, x, y)
+    fresh = AutoAttack(eps=0.1, steps=10, square_queries=50)
+    fresh(other, x, y)
+    assert torch.equal(resumed.last_robust, fresh.last_robust)
+    assert not torch.equal(resumed.last_robust, first.last_robust)
+    assert len(list(tmp_path.glob("autoattack_*.json"))) == 2
+
+
 def test_the_sanity_checks_become_warnings(robust_mlp):
     net, x, y = robust_mlp
 
