@@ -43,13 +43,12 @@ $(VENV)/wheels/.robustbench: | $(BIN)/python
 test: install-dev eval-deps data $(VENV)/wheels/.robustbench
 	WANDB_MODE=offline $(BIN)/python -m pytest
 
-# Speed targets: PGD-AT vs a hand-written loop, EntropySGD-AT vs PGD-AT (<= 1.1x per gradient evaluation),
-# AROVR^g vs backprop (<= 3x per epoch). Results also go to benchmarks/results/*.json.
+# Speed targets, one table (benchmarks/bench.py, about 12 min on 2 cores): PGD against the limit and a peer
+# loop, APGD-CE against the official one, Lightning against a hand-written loop, every method against its
+# passes, EntropySGD-AT and AROVR^g ratios, the monitoring preset, evaluate's cost, peak memory. Writes
+# benchmarks/results/bench.{json,md}. `bash benchmarks/gpu.sh` is the GPU benchmark (on a CUDA machine).
 bench: install-dev data
-	$(BIN)/python benchmarks/bench_pgd_at.py
-	$(BIN)/python benchmarks/bench_entropysgd.py
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_arovr.py
-	$(BIN)/python benchmarks/bench_monitoring.py --data_dir $(DATA)
+	$(BIN)/python benchmarks/bench.py --data_dir $(DATA)
 
 lint: install-dev
 	$(BIN)/ruff check lit_robust tests scripts benchmarks

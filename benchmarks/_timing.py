@@ -1,11 +1,9 @@
-"""What the benchmarks share: MNIST batches, a Lightning Trainer that times one bare training epoch, and the
-result file."""
+"""What the benchmarks share: MNIST batches, a Lightning Trainer that times one bare training epoch,
+interleaved timing with paired medians, peak resident memory, and the rows and table of ``make bench``."""
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import resource
 import statistics
 import time
@@ -59,21 +57,6 @@ def timed_epoch(model: LightningModule, loader: DataLoader, accelerator: str = "
     )
     trainer.fit(model, train_dataloaders=loader)
     return timer.wall, timer.cpu
-
-
-def write_result(name: str, result: dict) -> Path:
-    """``result`` plus the machine facts, as ``benchmarks/results/{name}.json``."""
-    result = {
-        **result,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-    }
-    out = Path(__file__).parent / "results" / f"{name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- make bench
