@@ -304,12 +304,14 @@ class EntropySGD(Optimizer):
                 g = g.add(theta_p, alpha=group["sgld_weight_decay"])
             g = self._momentum(chain, "buf", g, group["sgld_momentum"], group["sgld_nesterov"])
             d = g.add(chain["theta"] - theta_p, alpha=-gamma)  # dtheta' = g - gamma (theta - theta')
-            new = theta_p.add(d, alpha=-lr_s)
+            in_place = theta_p.data_ptr() == p.data_ptr()  # p in the chain's dtype: update it directly
+            new = p.add_(d, alpha=-lr_s) if in_place else theta_p.add(d, alpha=-lr_s)
             if std > 0:
                 gen = self._rng(p.device)
                 noise = torch.randn(p.shape, generator=gen, device=gen.device, dtype=new.dtype)
                 new.add_(noise.to(p.device), alpha=std)
-            p.copy_(new)
+            if not in_place:
+                p.copy_(new)
             chain["mean"].lerp_(new, w)
             if "mean_sq" in chain:
                 chain["mean_sq"].lerp_(new * new, w)
