@@ -1,8 +1,10 @@
 """The commands in docs/*.md stay valid: each ``python -m lit_robust`` command parses with all its options
-and configs (``--print_config``: configs, class paths and option names are checked, nothing runs; the
-GPU and cluster commands too, their shell variables filled in), each ``python scripts/X.py`` command's
-script exists and accepts ``--help``, and each ``make`` target exists (``make -n``). The README's commands
-are *run* by ``test_readme.py``; the docs' commands are reproduction runs of tens of minutes to days.
+and configs (``--print_config``: configs, class paths and option names are checked; the GPU and cluster
+commands too, their shell variables filled in), each ``python scripts/X.py`` command's script exists and
+accepts ``--help``, and each ``make`` target exists (``make -n``). Then every page's ``python -m
+lit_robust`` commands that a CPU can run (all but the GPU/cluster launches of docs/cluster.md) *run*, in
+the page's order, with tiny data and one epoch appended: ``fit``, then ``test``/``evaluate`` on that
+fit's checkpoint and ``plot`` of its run folder. The README's commands are run by ``test_readme.py``.
 """
 
 from __future__ import annotations
@@ -67,3 +69,57 @@ def test_doc_command_is_valid(doc, command, monkeypatch, capsys):
     with pytest.raises(SystemExit) as done:
         main([*args, "--print_config"])
     assert done.value.code in (0, None), capsys.readouterr().err[-2000:]
+
+
+def runnable(command: str) -> bool:
+    """A ``python -m lit_robust`` command a CPU runs (not a GPU or multi-node launch)."""
+    return command.startswith("python -m lit_robust") and "accelerator=gpu" not in command
+
+
+RUNNABLE = {}
+for _doc, _command in COMMANDS:
+    if runnable(_command):
+        RUNNABLE.setdefault(_doc, []).append(_command)
+
+
+def tiny(mnist_root: str, subcommand: str, save_dir: Path) -> list[str]:
+    extra = [
+        f"--data.init_args.data_dir={mnist_root}",
+        "--data.init_args.val_size=32",
+        "--data.init_args.test_subset=32",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+    ]
+    if subcommand == "fit":
+        extra += [
+            "--data.init_args.train_subset=256",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+        ]
+    return extra
+
+
+def test_docs_have_runnable_commands():
+    assert set(RUNNABLE) >= {"entropysgd_table.md", "pgd_at_run.md"}
+
+
+@pytest.mark.parametrize("doc", sorted(RUNNABLE))
+def test_doc_commands_run_in_order(doc, mnist_root, tmp_path, monkeypatch):
+    """Each page's CPU commands, in order: a ``fit`` gives the run folder and checkpoint that the page's
+    later ``test``/``evaluate`` (its ``<...>`` placeholder) and ``plot`` (its run folder) use."""
+    monkeypatch.chdir(REPO)
+    run_dir, ckpt = None, None
+    for command in RUNNABLE[doc]:
+        args = shlex.split(re.sub(r"<[^>]+>", str(ckpt), command))[3:]  # <best checkpoint>: the fit's
+        if args[0] == "plot":
+            assert run_dir is not None, f"{doc}: plot before any fit"
+            paths = main(["plot", str(run_dir), "--out", str(tmp_path / "plots")])
+            assert paths and all(Path(p).is_file() for p in paths)
+            continue
+        cli = main([*args, *tiny(mnist_root, args[0], tmp_path / "logs")])
+        if args[0] == "fit":
+            run_dir = Path(cli.trainer.log_dir)
+            ckpt = cli.trainer.checkpoint_callback.best_model_path
+            assert Path(ckpt).is_file()
+        else:
+            assert cli.trainer.logged_metrics, f"{doc}: {args[0]} logged nothing"
