@@ -390,6 +390,12 @@ class RobustClassifier(LightningModule):
         if self._trainer is not None and type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        self.check_net_fits(dm)
+        self.compile_net()  # after the check: its batch of 2 is not what gets compiled
+
+    def check_net_fits(self, dm) -> None:
+        """Fail early, naming the fields, if the net cannot take the datamodule's inputs (or gives the
+        wrong number of classes); warn when the threat model is vacuous for them."""
         shape, classes = getattr(dm, "input_shape", None), getattr(dm, "num_classes", None)
         if shape is None:
             return
@@ -417,11 +423,9 @@ class RobustClassifier(LightningModule):
                 f"sample but data {type(dm).__name__} has {classes} classes: set the net's num_classes"
             )
         warn_if_vacuous(self.eps, self.norm, shape)
-        self.compile_net()
 
     def compile_net(self) -> None:
-        """``torch.compile`` the net in place once, when ``compile`` is set (after the shape check of
-        :meth:`setup`, so that its batch of 2 is not what gets compiled)."""
+        """``torch.compile`` the net in place once, when ``compile`` is set."""
         if self.compile_options is not None and not self._compiled:
             self.net.compile(**self.compile_options)
             self._compiled = True

@@ -221,3 +221,32 @@ def test_no_host_sync_inside_the_attack_loop(name):
     with HostSyncs() as mode:
         FGSM(0.3)(net, x, y)
     assert len(mode.calls) <= 4
+
+
+def test_a_fit_with_compile_bf16_and_channels_last_trains_and_attacks():
+    """The three GPU options together through a Lightning fit (training attack, validation attack): the
+    weights move, stay finite and keep their fp32 dtype and checkpoint keys."""
+    net = small_cnn()
+    module = PGDAT(
+        net=net, eps=0.3, train_attack=PGD(steps=2, keep_best=False), channels_last=True, compile=True
+    )
+    keys, before = list(module.state_dict()), [p.detach().clone() for p in net.parameters()]
+    x, y = batch(32)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    trainer = Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        precision="bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        inference_mode=False,
+    )
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    assert module._compiled and list(module.state_dict()) == keys
+    assert 0 <= float(trainer.callback_metrics["val/robust_acc"]) <= 1
+    after = list(net.parameters())
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
