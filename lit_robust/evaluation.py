@@ -124,6 +124,8 @@ class Report:
     certificate: dict = field(default_factory=dict)
     #: ``evaluate --checks``: diagnostics of :func:`lit_robust.diagnostics.run_checks`
     checks: dict = field(default_factory=dict)
+    #: sanity-check findings per attack (the official AutoAttack's checks), in the order first seen
+    warnings: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def worst_case(self) -> torch.Tensor:
@@ -195,6 +197,7 @@ class Report:
                 else {}
             ),
             **({"checks": self.checks} if self.checks else {}),
+            **({"warnings": self.warnings} if self.warnings else {}),
             **({"agreement_with_autoattack": self.agreement()} if self.agreement() else {}),
         }
 
@@ -219,6 +222,9 @@ class Report:
         lines.append(
             f"| **worst case over all attacks (per sample)** | **{100 * acc['worst_case']:.2f}** | | |"
         )
+        for name, messages in self.warnings.items():
+            lines += ["", f"**Warnings of {name}'s sanity checks** (treat its number as suspect):", ""]
+            lines += [f"- {m}" for m in messages]
         agreement = self.agreement()
         if agreement:
             lines += [
@@ -287,6 +293,7 @@ def run_attacks(
     correct: dict[str, list[torch.Tensor]] = {k: [] for k in attacks}
     seconds = dict.fromkeys(attacks, 0.0)
     breakdowns: dict[str, dict[str, int]] = {}
+    found_warnings: dict[str, list[str]] = {}
     total = len(batches.dataset) if hasattr(batches, "dataset") else None
     bar = tqdm(total=total, unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False)
     for x, y in batches:
@@ -312,6 +319,9 @@ def run_attacks(
                 for part, n in getattr(attack, "last_breakdown", {}).items():  # ensembles: who broke what
                     breakdowns.setdefault(name, {}).setdefault(part, 0)
                     breakdowns[name][part] += n
+                for message in getattr(attack, "last_warnings", []):  # AutoAttack's sanity checks
+                    if message not in found_warnings.setdefault(name, []):
+                        found_warnings[name].append(message)
             correct[name].append(survived.cpu())
             seconds[name] += time.perf_counter() - start
         bar.update(len(y))
@@ -326,6 +336,7 @@ def run_attacks(
         implementations={k: implementation(a) for k, a in attacks.items()},
         descriptions={k: repr(a) for k, a in attacks.items()},
         breakdowns=breakdowns,
+        warnings=found_warnings,
         certified={r: c for r, c in zip(radii, torch.cat(certified).unbind(1), strict=True)} if radii else {},
         certificate={"lipschitz": certificate[0], "per_logit": certificate[1]} if radii else {},
     )

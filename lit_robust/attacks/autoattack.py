@@ -6,9 +6,11 @@
     each component only on the points still classified correctly; seed 0
 
 AutoAttack's own sanity checks run on every call (randomised defence, logits that look like
-probabilities, dynamic models, too few classes, Square beating the white-box attacks); what they report
-becomes a Python warning. ``steps``/``square_queries`` below the standard budgets are for tests and are
-named in :attr:`AutoAttack.implementation` ("reduced budgets"), never reported as AutoAttack.
+probabilities, dynamic models, too few classes, zero gradients; Square beating the white-box attacks is
+checked here from the breakdown, with AutoAttack's threshold, since the components run one call each);
+what they report becomes a Python warning and is kept in ``last_warnings`` for the report.
+``steps``/``square_queries`` below the standard budgets are for tests and are named in
+:attr:`AutoAttack.implementation` ("reduced budgets"), never reported as AutoAttack.
 
 The components run one at a time in the standard order through the official code (``attacks_to_run`` of
 one name on the points still robust, exactly what ``run_standard_evaluation`` does in one call), so that
@@ -42,20 +44,46 @@ STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 _AFTER = re.compile(r"robust accuracy after ([A-Z-]+): ([\d.]+)%")
 
 
+#: AutoAttack's threshold for Square beating the white-box components (a fraction of the points)
+SQUARE_ALPHA = 0.002
+
+
+def _warn(messages: list[str], message: str) -> None:
+    """Record a sanity-check finding (for the report) and raise it as a Python warning."""
+    if message not in messages:
+        messages.append(message)
+    warnings.warn(f"AutoAttack's check: {message}", stacklevel=3)
+
+
 class _Collect(logging.Handler):
-    """AutoAttack's log: warnings (its sanity checks) become Python warnings; the robust accuracy after
-    each component is kept for the breakdown."""
+    """AutoAttack's log: warnings (its sanity checks) are recorded and become Python warnings; the robust
+    accuracy after each component is kept for the breakdown."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.after: dict[str, float] = {}
+        self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if record.levelno >= logging.WARNING:
-            warnings.warn(f"AutoAttack's check: {message}", stacklevel=2)
+            _warn(self.messages, message)
         elif found := _AFTER.search(message):
             self.after[found.group(1).lower()] = float(found.group(2)) / 100
+
+
+def square_check(broken_by_square: int, n: int) -> str | None:
+    """AutoAttack's check that the black-box Square broke no more than ``SQUARE_ALPHA`` of the points the
+    white-box components left, made here from the breakdown: the official check compares the robust
+    accuracies within one ``run_standard_evaluation`` call, and the components run one call each."""
+    if n == 0 or broken_by_square / n <= SQUARE_ALPHA:
+        return None
+    return (
+        f"Square (black-box) broke {broken_by_square} of {n} points ({broken_by_square / n:.2%}) that "
+        "APGD-CE, APGD-T and FAB-T had left: the white-box attacks under-attack this model (gradient "
+        "masking?), so this robust accuracy is unreliable; rerun Square with more queries and restarts, "
+        "or an adaptive attack"
+    )
 
 
 class AutoAttack(Attack):
@@ -68,8 +96,10 @@ class AutoAttack(Attack):
         seed: AutoAttack's seed (0).
         state_dir: folder for AutoAttack's state files (resumable evaluation); None keeps no state.
 
-    After a call, ``last_breakdown`` maps each component to the number of points it broke and
-    ``last_robust`` holds the per-point verdict (True: survived every component).
+    After a call, ``last_breakdown`` maps each component to the number of points it broke,
+    ``last_robust`` holds the per-point verdict (True: survived every component) and ``last_warnings``
+    the sanity checks' findings (also raised as Python warnings; ``evaluate`` reports them), including
+    Square breaking more than 0.2% of the points after the white-box components.
     """
 
     def __init__(
@@ -87,6 +117,7 @@ class AutoAttack(Attack):
         self.state_dir = state_dir
         self.last_breakdown: dict[str, int] = {}
         self.last_robust: torch.Tensor | None = None
+        self.last_warnings: list[str] = []
 
     @property
     def standard(self) -> bool:
@@ -146,6 +177,9 @@ class AutoAttack(Attack):
         official.logger.handlers[:] = [collect]
         official.logger.setLevel(logging.DEBUG)
         official.logger.propagate = False
+        for component in (official.apgd, official.apgd_targeted, official.fab, official.square):
+            if hasattr(component, "logger"):  # APGD's zero-gradient check logs through its own logger
+                component.logger = official.logger
         state = self._state_path(model, x, y)
         saved = json.loads(state.read_text()) if state is not None and state.is_file() else {}
         done: list[str] = saved.get("done", [])
@@ -174,4 +208,7 @@ class AutoAttack(Attack):
                 with atomic_file(state, "w") as f:
                     json.dump(record, f)
         self.last_robust = robust.clone()
+        if (message := square_check(self.last_breakdown.get("square", 0), len(y))) is not None:
+            _warn(collect.messages, message)
+        self.last_warnings = collect.messages
         return x_adv

@@ -82,6 +82,37 @@ def test_another_model_never_resumes_a_state_file(robust_mlp, tmp_path):
     assert len(list(tmp_path.glob("autoattack_*.json"))) == 2
 
 
+class _Quantised(torch.nn.Module):
+    """Gradient masking: the input is rounded to 8 bits first, so every input gradient is zero while
+    the function is almost the original one."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(torch.round(x * 255) / 255)
+
+
+def test_square_beating_the_gradient_attacks_is_reported(robust_mlp):
+    """The components run one call each, where AutoAttack's own Square check never fires; ours, from the
+    breakdown, does: on a gradient-masked model Square breaks points the white-box attacks cannot, and
+    the warning is raised, kept in ``last_warnings`` and written into the evaluation report."""
+    from lit_robust.evaluation import run_attacks
+
+    net, x, y = robust_mlp
+    masked = _Quantised(net).eval()
+    attack = AutoAttack(eps=0.1, steps=5, square_queries=300)
+    with pytest.warns(UserWarning, match="Square \\(black-box\\) broke"):
+        report = run_attacks(masked, [(x[:60], y[:60])], {"autoattack": attack})
+    assert attack.last_breakdown["square"] > 0
+    found = report.warnings["autoattack"]
+    assert any(m.startswith("Square (black-box) broke") for m in found)
+    assert any("zero gradient" in m for m in found)  # AutoAttack's own check, kept for the report too
+    assert "Warnings of autoattack's sanity checks" in report.to_markdown()
+    assert report.to_dict()["warnings"]["autoattack"] == report.warnings["autoattack"]
+
+
 def test_the_sanity_checks_become_warnings(robust_mlp):
     net, x, y = robust_mlp
 
