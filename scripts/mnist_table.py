@@ -79,6 +79,9 @@ def table(rows: list[dict], test_subset: int) -> str:
     lines += ["", "Points AutoAttack broke, by component (of the points still robust when it ran):", ""]
     for r in rows:
         lines.append(f"- {r['name']}: {_broken(r['report']['attacks']['autoattack'])}")
+    flagged = [(r["name"], m) for r in rows for m in r["report"].get("warnings", {}).get("autoattack", [])]
+    lines += ["", "AutoAttack's sanity checks: " + ("none raised." if not flagged else "")]
+    lines += [f"- {name}: {message}" for name, message in flagged]
     return "\n".join(lines) + "\n"
 
 
