@@ -108,7 +108,10 @@ class RobustTrainer(Trainer):
             "split": split,
             "suite": suite,
         }
-        json_path, md_path = report.write(out, f"eval_{ckpt.stem}")
+        offset = getattr(datamodule, "test_offset", 0) if split == "test" else 0
+        if offset:  # a chunk of the test set: its per-sample results start at this test index
+            report.meta["first_index"] = offset
+        json_path, md_path = report.write(out, f"eval_{ckpt.stem}" + (f"_from{offset}" if offset else ""))
         accuracies = report.accuracies()
         for logger in self.loggers:
             logger.log_metrics({f"eval/{k}_acc": v for k, v in accuracies.items()})

@@ -105,6 +105,7 @@ class RobustDataModule(LightningDataModule, ABC):
         train_subset: int | None = None,
         val_size: int = 1000,
         test_subset: int | None = None,
+        test_offset: int = 0,
         label_noise: float = 0.0,
         seed: int = 0,
         download: bool = False,
@@ -121,7 +122,10 @@ class RobustDataModule(LightningDataModule, ABC):
             train_subset: Train on this many samples of the training pool (a seeded random subset);
                 None uses the whole pool.
             val_size: Samples held out from the training file for validation and checkpoint selection.
-            test_subset: Keep only the first N test samples (file order); None keeps all.
+            test_subset: Keep only the first N test samples (file order, from ``test_offset``); None keeps
+                all.
+            test_offset: Skip the first this many test samples: ``test_offset=1000, test_subset=1000`` is
+                the second thousand (evaluations in chunks, merged per sample afterwards).
             label_noise: Fraction in [0, 1) of training labels replaced by a random different class.
             seed: Seed of the validation split, the subset, the label noise and the training shuffle.
             download: If files are missing, download them with torchvision (needs ``lit_robust[vision]``).
@@ -137,6 +141,7 @@ class RobustDataModule(LightningDataModule, ABC):
         integer("data.train_subset", train_subset, 1, optional=True)
         integer("data.val_size", val_size, 0)
         integer("data.test_subset", test_subset, 1, optional=True)
+        integer("data.test_offset", test_offset, 0)
         integer("data.seed", seed, None)
         number("data.label_noise", label_noise, 0.0, 1.0, high_open=True)
         flag("data.download", download)
@@ -149,6 +154,7 @@ class RobustDataModule(LightningDataModule, ABC):
         self.train_subset = train_subset
         self.val_size = val_size
         self.test_subset = test_subset
+        self.test_offset = test_offset
         self.label_noise = float(label_noise)
         self.seed = seed
         self.download = download
@@ -244,12 +250,17 @@ class RobustDataModule(LightningDataModule, ABC):
             self._setup_train(*self._load_checked(train=True))
         if need_test:
             x, y = self._load_checked(train=False)
+            start = self.test_offset
+            if start >= len(y):
+                raise ConfigError(f"data.test_offset must be < {len(y)} (the test set size), got {start}")
             if self.test_subset is not None:
-                if self.test_subset > len(y):
+                if start + self.test_subset > len(y):
                     raise ConfigError(
-                        f"data.test_subset must be <= {len(y)} (the test set size), got {self.test_subset}"
+                        f"data.test_subset must be <= {len(y) - start} (the test set size"
+                        f"{f' minus data.test_offset={start}' if start else ''}), got {self.test_subset}"
                     )
-                x, y = x[: self.test_subset], y[: self.test_subset]
+            stop = len(y) if self.test_subset is None else start + self.test_subset
+            x, y = x[start:stop], y[start:stop]
             self.test_dataset = TensorDataset(_to_float(x), y)
 
     def _load_checked(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -337,6 +337,28 @@ def test_trainer_integration_epochs_and_augment(cifar10_data: SimpleNamespace) -
 
 
 # ----- CIFAR ---------------------------------------------------------------------------------------------
+def test_test_offset_takes_a_chunk_and_chunks_tile_the_test_set(cifar10_data) -> None:
+    """test_offset + test_subset select test indices [offset, offset + subset): evaluations in chunks whose
+    per-sample results, concatenated, are those of the whole test set."""
+    chunks = []
+    for offset in (0, 15, 30):
+        dm = CIFAR10(
+            data_dir=cifar10_data.root,
+            val_size=20,
+            test_offset=offset,
+            test_subset=None if offset == 30 else 15,
+        )
+        dm.setup("test")
+        chunks.append(dm.test_dataset.tensors[1])
+    np.testing.assert_array_equal(torch.cat(chunks).numpy(), cifar10_data.test_y)
+    with pytest.raises(
+        ConfigError, match="data.test_subset must be <= 10 \\(the test set size minus data.test_offset=30\\)"
+    ):
+        CIFAR10(data_dir=cifar10_data.root, test_offset=30, test_subset=11).setup("test")
+    with pytest.raises(ConfigError, match="data.test_offset must be < 40"):
+        CIFAR10(data_dir=cifar10_data.root, test_offset=40).setup("test")
+
+
 @pytest.mark.parametrize(
     ("cls", "fixture", "n_classes"), [(CIFAR10, "cifar10_data", 10), (CIFAR100, "cifar100_data", 100)]
 )
