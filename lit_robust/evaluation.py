@@ -262,6 +262,30 @@ class Report:
             lines += ["", f"Gradient-masking flags raised: {raised}."]
         return "\n".join(lines) + "\n"
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Report:
+        """The report that :meth:`to_dict` wrote (``evaluate``'s JSON); diagnostics (``checks``) and the
+        agreement table are recomputed or left out, not read back."""
+        per_sample = data["per_sample"]
+        attacks = data["attacks"]
+        certified = {
+            float(k.split("@", 1)[1]): v for k, v in per_sample.items() if k.startswith("certified@")
+        }
+        return cls(
+            clean=torch.tensor(per_sample["clean"], dtype=torch.bool),
+            correct={name: torch.tensor(per_sample[name], dtype=torch.bool) for name in attacks},
+            seconds={name: a["seconds"] for name, a in attacks.items()},
+            implementations={name: a["implementation"] for name, a in attacks.items()},
+            descriptions={name: a["attack"] for name, a in attacks.items()},
+            breakdowns={
+                name: a["broken_by_component"] for name, a in attacks.items() if "broken_by_component" in a
+            },
+            meta=dict(data["meta"]),
+            certified={r: torch.tensor(v, dtype=torch.bool) for r, v in certified.items()},
+            certificate=data.get("certificate", {}),
+            warnings=data.get("warnings", {}),
+        )
+
     def write(self, directory: str | Path, stem: str) -> tuple[Path, Path]:
         """Write ``{stem}.json`` and ``{stem}.md`` under ``directory``; returns both paths."""
         out = Path(directory)
@@ -339,4 +363,62 @@ def run_attacks(
         warnings=found_warnings,
         certified={r: c for r, c in zip(radii, torch.cat(certified).unbind(1), strict=True)} if radii else {},
         certificate={"lipschitz": certificate[0], "per_logit": certificate[1]} if radii else {},
+    )
+
+
+def merge_reports(reports: list[Report]) -> Report:
+    """One report from evaluations of consecutive chunks of a split (``data.test_offset``): the same
+    checkpoint, threat model and attacks; the chunks, ordered by their first index, must tile the range
+    without gaps or overlaps. Per-sample results are concatenated, seconds and component breakdowns added,
+    warnings collected; accuracies follow from the merged per-sample results."""
+    if not reports:
+        raise ConfigError("merge_reports needs at least one report")
+    reports = sorted(reports, key=lambda r: r.meta.get("first_index", 0))
+    first = reports[0]
+    keys = ("ckpt_path", "eps", "norm", "split", "model", "net")
+    for r in reports[1:]:
+        differ = [k for k in keys if r.meta.get(k) != first.meta.get(k)]
+        if differ or list(r.correct) != list(first.correct):
+            what = ", ".join(differ) or "the attacks"
+            raise ConfigError(f"the reports to merge differ in {what}: they are not chunks of one evaluation")
+    expected = first.meta.get("first_index", 0)
+    for r in reports:
+        start = r.meta.get("first_index", 0)
+        if start != expected:
+            raise ConfigError(
+                f"the chunks do not tile the split: one starts at index {start}, the one before ended at "
+                f"{expected}"
+            )
+        expected = start + r.clean.numel()
+
+    def added(parts: list[dict[str, int]]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for part in parts:
+            for k, v in part.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    warnings_: dict[str, list[str]] = {}
+    for r in reports:
+        for name, messages in r.warnings.items():
+            for message in messages:
+                if message not in warnings_.setdefault(name, []):
+                    warnings_[name].append(message)
+    return Report(
+        clean=torch.cat([r.clean for r in reports]),
+        correct={k: torch.cat([r.correct[k] for r in reports]) for k in first.correct},
+        seconds={k: sum(r.seconds[k] for r in reports) for k in first.correct},
+        implementations=first.implementations,
+        descriptions=first.descriptions,
+        breakdowns={
+            k: added([r.breakdowns[k] for r in reports if k in r.breakdowns]) for k in first.breakdowns
+        },
+        meta={
+            **{k: v for k, v in first.meta.items() if k != "first_index"},
+            "first_index": first.meta.get("first_index", 0),
+            "chunks": len(reports),
+        },
+        certified={t: torch.cat([r.certified[t] for r in reports]) for t in first.certified},
+        certificate=first.certificate,
+        warnings=warnings_,
     )

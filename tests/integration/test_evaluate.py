@@ -115,3 +115,56 @@ def test_evaluate_bad_input(checkpoint, mnist_root, capsys, extra, message):
         extra = [f"--ckpt_path={ckpt}", *extra]
     err = run_error(["evaluate", *tiny(mnist_root, save_dir), *extra], capsys)
     assert message in err
+
+
+def test_evaluations_in_chunks_merge_into_the_whole(checkpoint, mnist_root, tmp_path):
+    """Three chunks (test_offset 0, 40, 70) evaluated separately and merged by scripts/merge_evaluations.py
+    give the per-sample results, accuracies and agreement of one evaluation of all 100 images (seeded,
+    deterministic attacks); a gap between chunks is refused."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from merge_evaluations import main as merge
+
+    ckpt, save_dir = checkpoint
+    attacks = (
+        '--attacks={"pgd": {"class_path": "lit_robust.attacks.PGD", "init_args": {"steps": 5, "seed": 0, '
+        '"random_start": false}}, "autoattack": {"class_path": "lit_robust.attacks.AutoAttack", '
+        '"init_args": {"steps": 5, "square_queries": 20}}}'
+    )
+
+    def evaluate(out, *data):
+        args = tiny(mnist_root, save_dir, *data)
+        main(
+            [
+                "evaluate",
+                *args,
+                f"--ckpt_path={ckpt}",
+                "--suite=quick",
+                "--skip=[pgd-20,apgd-ce]",
+                attacks,
+                f"--output_dir={out}",
+            ]
+        )
+
+    evaluate(tmp_path / "whole", "--data.init_args.test_subset=100")
+    chunks = []
+    for offset, size in ((0, 40), (40, 30), (70, 30)):
+        evaluate(
+            tmp_path / "chunks",
+            f"--data.init_args.test_offset={offset}",
+            f"--data.init_args.test_subset={size}",
+        )
+        chunks.append(
+            tmp_path / "chunks" / (f"eval_{Path(ckpt).stem}" + (f"_from{offset}" if offset else "") + ".json")
+        )
+    merged = json.loads(
+        merge([str(c) for c in reversed(chunks)] + ["--out", str(tmp_path / "merged")]).read_text()
+    )
+    whole = json.loads((tmp_path / "whole" / f"eval_{Path(ckpt).stem}.json").read_text())
+    assert merged["per_sample"] == whole["per_sample"]
+    assert merged["accuracy"] == pytest.approx(whole["accuracy"])
+    assert merged["agreement_with_autoattack"] == whole["agreement_with_autoattack"]
+    assert merged["meta"]["chunks"] == 3 and merged["meta"]["n_samples"] == 100
+    with pytest.raises(Exception, match="do not tile the split: one starts at index 70"):
+        merge([str(chunks[0]), str(chunks[2]), "--out", str(tmp_path / "gap")])
