@@ -18,6 +18,8 @@ from pathlib import Path
 
 from _runs import evaluate_once, fit_once, script_args
 
+from lit_robust.attacks.autoattack import square_check
+
 SMALL_CNN = ["--model.init_args.net.init_args.channels=[16,32]", "--model.init_args.net.init_args.hidden=128"]
 METHODS = {
     "erm": (
@@ -79,7 +81,7 @@ def table(rows: list[dict], test_subset: int) -> str:
     lines += ["", "Points AutoAttack broke, by component (of the points still robust when it ran):", ""]
     for r in rows:
         lines.append(f"- {r['name']}: {_broken(r['report']['attacks']['autoattack'])}")
-    flagged = [(r["name"], m) for r in rows for m in r["report"].get("warnings", {}).get("autoattack", [])]
+    flagged = [(r["name"], m) for r in rows for m in _warnings(r["report"])]
     lines += ["", "AutoAttack's sanity checks: " + ("none raised." if not flagged else "")]
     lines += [f"- {name}: {message}" for name, message in flagged]
     return "\n".join(lines) + "\n"
@@ -91,6 +93,16 @@ _LAST = re.compile(r", last_breakdown=(\{[^}]*\})")
 def _describe(attack: str) -> str:
     """An attack's repr without run-time state (reports written before reprs dropped it kept it)."""
     return _LAST.sub("", attack)
+
+
+def _warnings(report: dict) -> list[str]:
+    """AutoAttack's sanity-check findings in a report; for reports written before evaluate recorded them,
+    the Square check recomputed from the breakdown (``lit_robust.attacks.autoattack.square_check``)."""
+    if "warnings" in report:
+        return report["warnings"].get("autoattack", [])
+    broken = report["attacks"]["autoattack"].get("broken_by_component", {})
+    message = square_check(broken.get("square", 0), report["meta"]["n_samples"])
+    return [] if message is None else [message]
 
 
 def _broken(entry: dict) -> str:
