@@ -10,8 +10,9 @@ On real MNIST (batch 128, the demo CNN, 2 threads):
   alone in the same process: ``u`` = one forward + backward w.r.t. the input (an attack step) at the
   rows it runs on, ``f`` = one forward without grad, ``e`` = one ERM training step (forward, backward,
   Adam step) at batch 128. ERM = e; PGD-AT (PGD-10) = 10 u + e; TRADES (TRADES-KL-10) = f + 10 u + 2 e;
-  MART (PGD-10) = 10 u + 2 e; BETA-AT (BETA-3 on the B(K-1) = 9B rows of every wrong class) = f +
-  3 u(9B) + f(9B) + e; L2NNN (its nonexpansive CNN, PGD-10 L_2) = f + 10 u + 2 e with that net's units.
+  MART (PGD-10) = 10 u + 2 e; BETA-AT (BETA-3 on the B(K-1) = 9B rows of every wrong class, on a CPU in
+  passes of 2 targets = 256 rows) = f + 4 (3 u(2B) + f(2B)) + (3 u + f) + e; L2NNN (its nonexpansive
+  CNN, PGD-10 L_2) = f + 10 u + 2 e with that net's units.
 
     python benchmarks/bench_methods.py [--repeats 5] [--quick]
 """
@@ -105,9 +106,16 @@ def erm_unit(net, opt, x, y) -> None:
     opt.step()
 
 
+#: BETA's passes per step on a CPU at batch 128: targets in chunks of BETA.auto_chunk (2: 256 rows), so
+#: 4 passes of 2 targets and 1 of 1 target over the 9 wrong classes
+CHUNK = BETA.auto_chunk(128, 9, torch.device("cpu"))
+BETA_PASSES = (9 // CHUNK, 1 if 9 % CHUNK else 0)
+
+
 def unit_fns(net: torch.nn.Module, x, y, calls: int = 5) -> dict[str, object]:
-    """Functions timing ``calls`` repetitions of u (at B and 9B rows), f (at B and 9B) and e (at B)."""
-    x9, y9 = x.repeat(9, 1, 1, 1), y.repeat(9)
+    """Functions timing ``calls`` repetitions of u and f at B rows and at BETA's chunk of CHUNK x B rows
+    (uc, fc), and e (at B)."""
+    xc, yc = x.repeat(CHUNK, 1, 1, 1), y.repeat(CHUNK)
     opt = torch.optim.Adam(net.parameters(), lr=0.0)  # lr 0: the weights stay as they are
 
     def times(fn, *args):
@@ -125,9 +133,9 @@ def unit_fns(net: torch.nn.Module, x, y, calls: int = 5) -> dict[str, object]:
 
     return {
         "u": times(attack_unit, net, x, y),
-        "u9": times(attack_unit, net, x9, y9),
+        "uc": times(attack_unit, net, xc, yc),
         "f": times(forward_unit, net, x),
-        "f9": times(forward_unit, net, x9),
+        "fc": times(forward_unit, net, xc),
         "e": train_steps,
     }
 
@@ -146,14 +154,21 @@ METHODS = {
         lambda u: u["f"] + 10 * u["u"] + 2 * u["e"],
     ),
     "MART": (
-        lambda net: MART(net=net, eps=EPS, train_attack=PGD(EPS, steps=10, alpha=EPS / 4, init_std=0.001)),
+        lambda net: MART(
+            net=net, eps=EPS, train_attack=PGD(EPS, steps=10, alpha=EPS / 4, init_std=0.001, keep_best=False)
+        ),
         demo_cnn,
         lambda u: 10 * u["u"] + 2 * u["e"],
     ),
     "BETA-AT": (
         lambda net: BETAAT(net=net, eps=EPS, train_attack=BETA(EPS, steps=3)),
         demo_cnn,
-        lambda u: u["f"] + 3 * u["u9"] + u["f9"] + u["e"],
+        lambda u: (
+            u["f"]
+            + BETA_PASSES[0] * (3 * u["uc"] + u["fc"])
+            + BETA_PASSES[1] * (3 * u["u"] + u["f"])
+            + u["e"]
+        ),
     ),
     "L2NNN": (
         lambda net: L2NNN(net=net, eps=1.5, norm="2", train_attack=PGD(1.5, "2", steps=10, keep_best=False)),
@@ -182,7 +197,7 @@ def pass_rows(loader: DataLoader, repeats: int, peak: PeakRSS) -> list[dict]:
     for name, (_, factory, expected) in METHODS.items():
         ratios, predicted = [], []
         for r in range(repeats):
-            u = {unit: t[(factory.__name__, unit)][r] / calls for unit in ("u", "u9", "f", "f9", "e")}
+            u = {unit: t[(factory.__name__, unit)][r] / calls for unit in ("u", "uc", "f", "fc", "e")}
             predicted.append(expected(u))
             ratios.append(t[name][r] / len(loader) / predicted[-1])
         out.append(
@@ -240,7 +255,7 @@ def loader_rows(opts: argparse.Namespace, pgd_at_ms_per_batch: float, peak: Peak
 def rows(opts: argparse.Namespace) -> list[dict]:
     quiet()
     torch.set_num_threads(2)
-    n = 640 if opts.quick else 1280
+    n = 384 if opts.quick else 640
     loader = mnist_loader(n, opts.data_dir, batch_size=128)
     peak = PeakRSS()
     out = [lightning_row(loader, opts.repeats, peak), *pass_rows(loader, opts.repeats, peak)]
