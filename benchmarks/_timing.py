@@ -97,6 +97,18 @@ def median_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
 
 
+def spread(ratios: list[float]) -> str:
+    """The range of the middle half of the rounds' ratios (quartiles), e.g. ``"1.02-1.07"``: the noise a
+    ratio is measured with on this machine."""
+    q = statistics.quantiles(sorted(ratios), n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    return f"{q[0]:.3f}-{q[2]:.3f}"
+
+
+def ratio_spread(times: dict[str, list[float]], num: str, den: str) -> str:
+    """:func:`spread` of the paired ratios ``times[num][r] / times[den][r]``."""
+    return spread([a / b for a, b in zip(times[num], times[den], strict=True)])
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -121,10 +133,15 @@ class PeakRSS:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def paired(times: dict[str, list[float]], num: str, den: str) -> tuple[float, str]:
+    """``(median_ratio, ratio_spread)`` of two interleaved series: a row's value with its noise."""
+    return median_ratio(times, num, den), ratio_spread(times, num, den)
+
+
 def row(
     section: str,
     name: str,
-    value: float,
+    value: float | tuple[float, str],
     target: float | None,
     unit: str = "x",
     limit: str = "",
@@ -133,7 +150,10 @@ def row(
     **detail: Any,
 ) -> dict:
     """One line of the table: ``value`` against ``target`` (an upper bound, or a lower one when
-    ``higher_is_better``; None: reported only), and for a miss what limits it."""
+    ``higher_is_better``; None: reported only), and for a miss what limits it. A ``(value, spread)`` pair
+    from :func:`paired` also records the spread of the rounds."""
+    if isinstance(value, tuple):
+        value, detail["rounds"] = value
     if target is None:
         passed = None
     else:
@@ -164,5 +184,7 @@ def table(rows: list[dict]) -> str:
         verdict = {True: "yes", False: "**no**", None: "-"}[r["pass"]]
         peak = "" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
         note = r["limit"] or r["detail"].get("note", "")
+        if "rounds" in r["detail"]:
+            note = f"middle half of the rounds {r['detail']['rounds']}" + (f"; {note}" if note else "")
         lines.append(f"| {r['section']} | {r['name']} | {value} | {target} | {verdict} | {peak} | {note} |")
     return "\n".join(lines)

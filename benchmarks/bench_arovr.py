@@ -18,7 +18,17 @@ import argparse
 import time
 
 import torch
-from _timing import PeakRSS, interleaved, median, median_ratio, mnist_loader, quiet, row, table, timed_epoch
+from _timing import (
+    PeakRSS,
+    interleaved,
+    median,
+    mnist_loader,
+    paired,
+    quiet,
+    row,
+    table,
+    timed_epoch,
+)
 from torch.utils.data import DataLoader
 
 from lit_robust.methods.arovr import AROVR
@@ -104,7 +114,7 @@ def rows(opts: argparse.Namespace) -> list[dict]:
     mib = peak.mib()
     torch.set_num_threads(2)
     step_ms = {v: median(t) for v, t in steps.items()}
-    step_ratio = median_ratio(steps, "arovr_g", "bp")
+    step_ratio = paired(steps, "arovr_g", "bp")
     arith = multiply_adds("arovr_g") / multiply_adds("bp")
     return [
         row(
@@ -123,7 +133,7 @@ def rows(opts: argparse.Namespace) -> list[dict]:
         row(
             SECTION,
             "AROVR^g_{a,b} / backprop per Lightning epoch (5000 images, 1 thread)",
-            median_ratio(epochs, "arovr_g", "bp"),
+            paired(epochs, "arovr_g", "bp"),
             None,
             peak_mib=mib,
             note="reported beside the bare-step target: the epoch adds the same per-batch costs to both",

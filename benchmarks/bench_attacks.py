@@ -23,7 +23,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from _timing import PeakRSS, interleaved, median, median_ratio, mnist_loader, quiet, row, table
+from _timing import PeakRSS, interleaved, median, median_ratio, mnist_loader, paired, quiet, row, table
 
 from lit_robust.attacks import APGD, PGD
 from lit_robust.nets import SmallCNN
@@ -102,7 +102,7 @@ def pgd_rows(x, y, repeats: int, peak: PeakRSS, quick: bool = False) -> list[dic
                 row(
                     SECTION,
                     f"PGD-10 / limit, keep_best off ({where})",
-                    median_ratio(t, "ours", "limit"),
+                    paired(t, "ours", "limit"),
                     1.03,
                     limit=overhead,
                     peak_mib=mib,
@@ -114,7 +114,7 @@ def pgd_rows(x, y, repeats: int, peak: PeakRSS, quick: bool = False) -> list[dic
                 row(
                     SECTION,
                     f"PGD-10 / limit, keep_best on ({where})",
-                    median_ratio(t, "ours_keep_best", "limit"),
+                    paired(t, "ours_keep_best", "limit"),
                     1.04,
                     limit=overhead + "; the per-step best-iterate bookkeeping",
                     peak_mib=mib,
@@ -137,7 +137,7 @@ def pgd_rows(x, y, repeats: int, peak: PeakRSS, quick: bool = False) -> list[dic
                     row(
                         SECTION,
                         f"our PGD-10 / torchattacks' PGD-10 ({where})",
-                        median_ratio(t, "ours", "peer"),
+                        paired(t, "ours", "peer"),
                         0.97,
                         peak_mib=mib,
                         limit="both sit near the limit: what is left to win is the peer's overhead over the "
@@ -151,7 +151,7 @@ def pgd_rows(x, y, repeats: int, peak: PeakRSS, quick: bool = False) -> list[dic
                         row(
                             SECTION,
                             f"{label} / limit ({where})",
-                            median_ratio(t, who, "limit"),
+                            paired(t, who, "limit"),
                             1.01,
                             peak_mib=mib,
                             limit="per-step work outside the net",
@@ -174,7 +174,7 @@ def apgd_row(x, y, repeats: int, peak: PeakRSS, steps: int) -> dict:
     return row(
         SECTION,
         f"our APGD-CE / official APGD-CE ({steps} it., demo CNN, batch {len(x)})",
-        median_ratio(t, "ours", "official"),
+        paired(t, "ours", "official"),
         1.0,
         peak_mib=peak.mib(),
         limit="the per-iteration step-size and checkpoint logic",

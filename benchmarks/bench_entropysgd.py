@@ -16,7 +16,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import PeakRSS, interleaved, median, median_ratio, mnist_loader, quiet, row, table, timed_epoch
+from _timing import (
+    PeakRSS,
+    interleaved,
+    median,
+    mnist_loader,
+    paired,
+    quiet,
+    row,
+    table,
+    timed_epoch,
+)
 from torch.utils.data import DataLoader
 
 from lit_robust.attacks import PGD
@@ -77,7 +87,7 @@ def rows(opts: argparse.Namespace) -> list[dict]:
         row(
             SECTION,
             f"{name} / PGD-AT (SGD) per gradient evaluation ({where})",
-            median_ratio(t, name, "PGD-AT (SGD)"),
+            paired(t, name, "PGD-AT (SGD)"),
             1.05,
             peak_mib=mib,
             limit=limit,
@@ -89,7 +99,7 @@ def rows(opts: argparse.Namespace) -> list[dict]:
         row(
             SECTION,
             f"AWP+EnSGD / AWP (SGD) per gradient evaluation ({where})",
-            median_ratio(t, "AWP+EnSGD", "AWP (SGD)"),
+            paired(t, "AWP+EnSGD", "AWP (SGD)"),
             1.05,
             peak_mib=mib,
             limit=limit,

@@ -25,7 +25,18 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _timing import PeakRSS, interleaved, median, median_ratio, mnist_loader, quiet, row, table, timed_epoch
+from _timing import (
+    PeakRSS,
+    interleaved,
+    median,
+    mnist_loader,
+    paired,
+    quiet,
+    row,
+    spread,
+    table,
+    timed_epoch,
+)
 from torch.utils.data import DataLoader
 
 from lit_robust.attacks import BETA, PGD, TRADESKL
@@ -81,7 +92,7 @@ def lightning_row(loader: DataLoader, repeats: int, peak: PeakRSS) -> dict:
     return row(
         SECTION,
         f"Lightning PGD-AT epoch / hand-written loop ({len(loader)} batches of 128, demo CNN)",
-        median_ratio(t, "lightning", "hand"),
+        paired(t, "lightning", "hand"),
         1.03,
         peak_mib=peak.mib(),
         limit="Lightning's per-batch hooks, logging and metrics",
@@ -204,7 +215,7 @@ def pass_rows(loader: DataLoader, repeats: int, peak: PeakRSS) -> list[dict]:
             row(
                 SECTION,
                 f"{name} epoch / its passes x unit costs",
-                median(ratios),
+                (median(ratios), spread(ratios)),
                 1.1,
                 peak_mib=mib,
                 limit="work besides the passes: the attack's elementwise steps over the batch, logging",
