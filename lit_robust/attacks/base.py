@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -303,42 +303,3 @@ class WorstCase:
         self.x[idx] = torch.where(mask, x_new, self.x[idx])
         self.success[idx] = self.success[idx] | success
         self.value[idx] = torch.where(better, value, self.value[idx])
-
-
-class Iterates:
-    """A run's iterates, folded into a :class:`WorstCase` every ``fold`` of them (and at :meth:`flush`):
-    per sample the worst iterate (a success beats a failure, then the higher objective, the earliest on
-    ties: what :meth:`WorstCase.update` after every step keeps) chosen in one batched selection. The
-    iterates are kept by reference (an attack makes a new tensor per step), so a step costs no pass over
-    the batch; a fold costs one stack and one gather.
-
-    ``success`` maps stacked logits (S, N, K) to per-iterate success (S, N)."""
-
-    def __init__(
-        self, best: WorstCase, success: Callable[[torch.Tensor], torch.Tensor], fold: int = 16
-    ) -> None:
-        self.best, self.success, self.fold = best, success, fold
-        self._x: list[torch.Tensor] = []
-        self._logits: list[torch.Tensor] = []
-        self._value: list[torch.Tensor] = []
-
-    def add(self, x: torch.Tensor, logits: torch.Tensor, value: torch.Tensor) -> None:
-        self._x.append(x)
-        self._logits.append(logits.detach())
-        self._value.append(value.detach())
-        if len(self._x) >= self.fold:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._x:
-            return
-        success = self.success(torch.stack(self._logits))  # (S, N)
-        value = torch.stack(self._value).nan_to_num(nan=float("-inf"))
-        cols = torch.arange(value.shape[1], device=value.device)
-        any_success = success.any(0)
-        first = success.to(torch.uint8).argmax(0)  # the first successful iterate
-        top = torch.where(success, value, float("-inf")).argmax(0)  # the highest successful objective
-        top = torch.where(success[top, cols], top, first)  # (a success whose objective is -inf)
-        idx = torch.where(any_success, top, value.argmax(0))
-        self.best.update(torch.stack(self._x)[idx, cols], any_success, value[idx, cols])
-        self._x, self._logits, self._value = [], [], []

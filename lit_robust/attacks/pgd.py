@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_robust.attacks.base import Attack, Iterates, WorstCase
+from lit_robust.attacks.base import Attack, WorstCase
 from lit_robust.errors import ConfigError
 from lit_robust.losses import ATTACK_LOSSES, targeted_objective
 from lit_robust.validate import integer, non_negative
@@ -87,9 +87,8 @@ class PGD(Attack):
         return ATTACK_LOSSES[self.loss](logits, y)
 
     def success(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        """Per-sample success: misclassified, or classified as the target when targeted (logits (N, K),
-        or stacked iterates (S, N, K) giving (S, N))."""
-        pred = logits.argmax(dim=-1)
+        """Per-sample success: misclassified, or classified as the target when targeted."""
+        pred = logits.argmax(dim=1)
         return pred == target if self.targeted else pred != y
 
     def choose_targets(
@@ -126,8 +125,6 @@ class PGD(Attack):
                 )
             delta = self.project_delta(x, start)
         box = self.ball.feasible_box(x)  # L_inf: each step is one fused add and one clamp
-        # keep_best: every iterate is a candidate, chosen per sample in batched folds, not per step
-        log = Iterates(best, lambda logits: self.success(logits, y, target)) if best is not None else None
         x_adv = x + delta
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
@@ -135,12 +132,11 @@ class PGD(Attack):
             obj = self.objective(logits, y, target)
             (grad,) = torch.autograd.grad(obj.sum(), x_adv)
             x_adv = x_adv.detach()
-            if log is not None and self.keep_best:
-                log.add(x_adv, logits, obj)
+            if best is not None and self.keep_best:
+                best.update(x_adv, self.success(logits, y, target), obj.detach())
             x_adv = self.ascend(x, x_adv, grad, self.step_size, box)
-        if log is not None:
+        if best is not None:
             with torch.no_grad():
                 logits = self.logits(model, x_adv)
-            log.add(x_adv, logits, self.objective(logits, y, target))
-            log.flush()
+            best.update(x_adv, self.success(logits, y, target), self.objective(logits, y, target))
         return x_adv
