@@ -128,7 +128,8 @@ def pgd_rows(x, y, repeats: int, peak: PeakRSS, quick: bool = False) -> list[dic
                     extra,
                     1.0,
                     unit=" fwd",
-                    limit="the per-step torch.where over the batch",
+                    limit="the last iterate's own forward pass (1.0 of it) and the per-step selection "
+                    "(a torch.where over the batch)",
                     peak_mib=mib,
                 )
             )
