@@ -36,6 +36,26 @@ class DtypeRecorder:
         self.handle = conv.register_forward_hook(lambda m, i, out: self.dtypes.append(out.dtype))
 
 
+def bf16_fit(module) -> Trainer:
+    """One epoch of ``module`` on 2 batches of 16 under ``precision="bf16-mixed"`` on CPU, validating on
+    the same batches; returns the trainer."""
+    x, y = batch(32)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    trainer = Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        precision="bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        inference_mode=False,
+    )
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    return trainer
+
+
 def in_ball_and_box(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> bool:
     return bool((x_adv - x).abs().max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1)
 
@@ -110,20 +130,7 @@ def test_bf16_mixed_trainer_runs_the_training_and_validation_attacks_in_its_prec
                 seen.extend(rec.dtypes)
 
         attack.perturb = perturb
-    x, y = batch(32)
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    trainer = Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        precision="bf16-mixed",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        inference_mode=False,
-    )
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    bf16_fit(module)
     assert seen and set(seen) == {expected}
     assert all(p.dtype == torch.float32 for p in net.parameters())  # master weights stay fp32
     assert torch.isfinite(torch.stack([p.detach().abs().sum() for p in net.parameters()])).all()
@@ -231,20 +238,7 @@ def test_a_fit_with_compile_bf16_and_channels_last_trains_and_attacks():
         net=net, eps=0.3, train_attack=PGD(steps=2, keep_best=False), channels_last=True, compile=True
     )
     keys, before = list(module.state_dict()), [p.detach().clone() for p in net.parameters()]
-    x, y = batch(32)
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    trainer = Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        precision="bf16-mixed",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        inference_mode=False,
-    )
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    trainer = bf16_fit(module)
     assert module._compiled and list(module.state_dict()) == keys
     assert 0 <= float(trainer.callback_metrics["val/robust_acc"]) <= 1
     after = list(net.parameters())
