@@ -221,7 +221,7 @@ class BETA(Attack):
         if not self.random_start or self.eps == 0:
             return x.clone()
         if self.norm == "inf":
-            lo, hi = (x - self.eps).clamp_min(0.0), (x + self.eps).clamp_max(1.0)
+            lo, hi = self.ball.feasible_box(x)
             u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             return self.clip(x, lo + (hi - lo) * u)
         return self.clip(x, x + self.ball.random_init(x, generator))
