@@ -10,7 +10,10 @@ probabilities, dynamic models, too few classes, zero gradients; Square beating t
 checked here from the breakdown, with AutoAttack's threshold, since the components run one call each);
 what they report becomes a Python warning and is kept in ``last_warnings`` for the report.
 ``steps``/``square_queries`` below the standard budgets are for tests and are named in
-:attr:`AutoAttack.implementation` ("reduced budgets"), never reported as AutoAttack.
+:attr:`AutoAttack.implementation` ("reduced budgets"), never reported as AutoAttack. ``components`` picks
+some of the four (in the standard order) and ``square_restarts`` gives Square restarts: with more queries
+this is the check the Square warning asks for (``components=["square"], square_queries=20000,
+square_restarts=2``), reported as a custom AutoAttack.
 
 The components run one at a time in the standard order through the official code (``attacks_to_run`` of
 one name on the points still robust, exactly what ``run_standard_evaluation`` does in one call), so that
@@ -93,6 +96,9 @@ class AutoAttack(Attack):
         eps, norm: threat model (None: the method's); L_inf or L_2.
         steps: iterations of APGD-CE, APGD-T and FAB-T (100: the standard; fewer only for tests).
         square_queries: Square's query budget (5000: the standard).
+        components: the components to run, a subset of ``apgd-ce``, ``apgd-t``, ``fab-t``, ``square``
+            (run in that order; None: all four, the standard).
+        square_restarts: Square's random restarts (1: the standard).
         seed: AutoAttack's seed (0).
         state_dir: folder for AutoAttack's state files (resumable evaluation); None keeps no state.
 
@@ -108,12 +114,22 @@ class AutoAttack(Attack):
         norm: str | None = None,
         steps: int = 100,
         square_queries: int = 5000,
+        components: list[str] | None = None,
+        square_restarts: int = 1,
         seed: int = 0,
         state_dir: str | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, eval_mode=True, seed=seed)
         self.steps = integer("AutoAttack.steps", steps)
         self.square_queries = integer("AutoAttack.square_queries", square_queries)
+        self.square_restarts = integer("AutoAttack.square_restarts", square_restarts)
+        chosen = STANDARD if components is None else tuple(components)
+        unknown = sorted(set(chosen) - set(STANDARD))
+        if unknown or not chosen:
+            raise ConfigError(
+                f"AutoAttack.components must be a non-empty subset of {list(STANDARD)}, got {components!r}"
+            )
+        self.components = tuple(c for c in STANDARD if c in chosen)
         self.state_dir = state_dir
         self.last_breakdown: dict[str, int] = {}
         self.last_robust: torch.Tensor | None = None
@@ -121,19 +137,30 @@ class AutoAttack(Attack):
 
     @property
     def standard(self) -> bool:
-        return self.steps == 100 and self.square_queries == 5000
+        return (
+            self.steps == 100
+            and self.square_queries == 5000
+            and self.components == STANDARD
+            and self.square_restarts == 1
+        )
 
     @property
     def implementation(self) -> str:
         """Who wrote the attack code, for reports."""
         from importlib.metadata import version
 
-        budgets = (
-            "standard"
-            if self.standard
-            else f"reduced budgets: {self.steps} it., {self.square_queries} queries"
-        )
-        return f"official AutoAttack (pyautoattack {version('pyautoattack')}, version='standard', {budgets})"
+        package = f"pyautoattack {version('pyautoattack')}"
+        if self.standard:
+            return f"official AutoAttack ({package}, version='standard', standard)"
+        parts = []
+        if self.components != STANDARD:
+            parts.append("components " + ", ".join(self.components))
+        if any(c != "square" for c in self.components):
+            parts.append(f"{self.steps} it.")
+        if "square" in self.components:
+            parts.append(f"Square {self.square_queries} queries x {self.square_restarts} restarts")
+        kind = "custom" if self.steps >= 100 and self.square_queries >= 5000 else "reduced budgets"
+        return f"official AutoAttack components ({package}, {kind}: {'; '.join(parts)})"
 
     def _state_path(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Path | None:
         """The state file of this evaluation: named by a digest of the model's weights, the images, the
@@ -147,7 +174,10 @@ class AutoAttack(Attack):
                 digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         for t in (x, y):
             digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-        digest.update(f"{self.eps}|{self.norm}|{self.steps}|{self.square_queries}|{self.seed}".encode())
+        settings = [self.eps, self.norm, self.steps, self.square_queries, self.seed]
+        if not self.standard:  # (standard runs keep the state-file names of earlier versions)
+            settings += [",".join(self.components), self.square_restarts]
+        digest.update("|".join(map(str, settings)).encode())
         folder = Path(self.state_dir)
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"autoattack_{digest.hexdigest()[:16]}.json"
@@ -172,6 +202,7 @@ class AutoAttack(Attack):
         if not self.standard:
             official.apgd.n_iter = official.apgd_targeted.n_iter = official.fab.n_iter = self.steps
             official.square.n_queries = self.square_queries
+            official.square.n_restarts = self.square_restarts
         collect = _Collect()
         official.logger = logging.getLogger(f"lit_robust.autoattack.{id(self)}")
         official.logger.handlers[:] = [collect]
@@ -187,9 +218,12 @@ class AutoAttack(Attack):
             robust = self.logits(model, x).argmax(1) == y
         if "robust" in saved:
             robust = torch.tensor(saved["robust"], dtype=torch.bool, device=x.device)
-        x_adv, self.last_breakdown = x.clone(), {**dict.fromkeys(STANDARD, 0), **saved.get("breakdown", {})}
+        x_adv, self.last_breakdown = (
+            x.clone(),
+            {**dict.fromkeys(self.components, 0), **saved.get("breakdown", {})},
+        )
         devices = [x.device] if x.device.type == "cuda" else []
-        for name in STANDARD:  # the standard sequence, one component at a time, each on the points left
+        for name in self.components:  # the standard sequence, one component at a time, on the points left
             if name in done or not robust.any():
                 continue
             idx = robust.nonzero().squeeze(1)
@@ -208,7 +242,8 @@ class AutoAttack(Attack):
                 with atomic_file(state, "w") as f:
                     json.dump(record, f)
         self.last_robust = robust.clone()
-        if (message := square_check(self.last_breakdown.get("square", 0), len(y))) is not None:
+        white_box = len(self.components) > 1 and "square" in self.components
+        if white_box and (message := square_check(self.last_breakdown.get("square", 0), len(y))) is not None:
             _warn(collect.messages, message)
         self.last_warnings = collect.messages
         return x_adv

@@ -126,3 +126,25 @@ def test_the_sanity_checks_become_warnings(robust_mlp):
 
     with pytest.warns(UserWarning, match="AutoAttack's check"):
         AutoAttack(eps=0.1, steps=2, square_queries=10)(Softmaxed(net).eval(), x[:20], y[:20])
+
+
+def test_square_alone_with_restarts_is_the_check_the_square_warning_asks_for(robust_mlp):
+    """``components=["square"]`` runs only Square (in the ball, in [0, 1], reported as a custom AutoAttack);
+    a second restart, with the same seed, keeps the first restart's points and can only add to them."""
+    net, x, y = robust_mlp
+    one = AutoAttack(eps=0.1, components=["square"], square_queries=100)
+    two = AutoAttack(eps=0.1, components=["square"], square_queries=100, square_restarts=2)
+    assert not two.standard and "components square" in two.implementation
+    assert "Square 100 queries x 2 restarts" in two.implementation
+    x_one, x_two = one(net, x, y), two(net, x, y)
+    for x_adv in (x_one, x_two):
+        assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert list(two.last_breakdown) == ["square"] and two.last_warnings == []
+    assert not (two.last_robust & ~one.last_robust).any()  # what restart 1 broke stays broken
+    assert int(two.last_breakdown["square"]) >= int(one.last_breakdown["square"]) > 0
+
+
+def test_components_must_be_autoattack_components():
+    with pytest.raises(Exception, match="AutoAttack.components must be a non-empty subset"):
+        AutoAttack(components=["square", "apgd-dlr"])
+    assert AutoAttack(components=["square", "apgd-ce"]).components == ("apgd-ce", "square")
