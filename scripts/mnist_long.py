@@ -1,0 +1,285 @@
+"""MNIST at L_inf eps 0.3, trained as long as 2 CPU cores allow (about 90 minutes per method): PGD-AT,
+TRADES and BETA-AT (configs/mnist_{method}_cpu.yaml), then the official AutoAttack and our attacks on all
+10,000 test images, for docs/results.md.
+
+Each fit is killed once (SIGKILL) in the middle of the run and continued with ``--ckpt_path last``; every
+metric that both the killed and the resumed process logged for the same step (the training steps the kill
+lost and the resumed run did again) is compared exactly and the count goes into the record. The test set is
+evaluated in chunks of ``--chunk_size`` images, each its own ``evaluate --suite table`` (clean, PGD-40,
+APGD-CE, BETA-10, the standard AutoAttack), so the hours of evaluation can be spread over sessions; the
+finished chunks are merged (``lit_robust.evaluation.merge_reports``) once all are there. AutoAttack's
+Square warning is checked on the first ``--square_check`` test images with Square alone at 4x the queries
+and 2 restarts: points it breaks that AutoAttack left robust make the model's number suspect.
+
+    python scripts/mnist_long.py --methods trades --fit_only          # ~90 min: fit, kill, resume
+    python scripts/mnist_long.py --methods trades --budget_minutes 60 # evaluate chunks for an hour
+    python scripts/mnist_long.py                                      # everything still missing
+
+Every step prints the ``python -m lit_robust`` command it runs. Records (JSON, committed) go to
+``--out_dir``; checkpoints and logs stay under ``logs/`` (not in git; rerunning the script redoes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from _runs import digest
+
+from lit_robust.checkpoint import read_checkpoint
+from lit_robust.evaluation import Report, merge_reports
+
+METHODS = {
+    "pgd_at": ("PGD-AT", "configs/mnist_pgd_at_cpu.yaml"),
+    "trades": ("TRADES", "configs/mnist_trades_cpu.yaml"),
+    "beta_at": ("BETA-AT", "configs/mnist_beta_at_cpu.yaml"),
+}
+TEST_SIZE = 10_000
+STRONG_SQUARE = (
+    '{"square-4x": {"class_path": "lit_robust.attacks.AutoAttack", "init_args": '
+    '{"components": ["square"], "square_queries": 20000, "square_restarts": 2}}}'
+)
+
+
+def lit_robust(args: list[str], log: Path | None = None) -> subprocess.Popen:
+    """Start ``python -m lit_robust ARGS`` (printed first) in its own process group."""
+    print(f"\n$ python -m lit_robust {shlex.join(args)}", flush=True)
+    out = open(log, "a") if log else None  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(
+        [sys.executable, "-m", "lit_robust", *args],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_ok(proc: subprocess.Popen, what: str) -> None:
+    if proc.wait() != 0:
+        raise SystemExit(f"{what} failed with exit status {proc.returncode}")
+
+
+def read_rows(metrics_csv: Path) -> list[dict[str, str]]:
+    if not metrics_csv.is_file():
+        return []
+    with metrics_csv.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def logged_values(rows: list[dict[str, str]], from_step: int) -> dict[tuple[int, str], str]:
+    """``{(step, metric): value}`` of the non-empty cells of rows with ``step >= from_step``."""
+    return {
+        (int(float(r["step"])), k): v
+        for r in rows
+        if r.get("step") and int(float(r["step"])) >= from_step
+        for k, v in r.items()
+        if v not in ("", None) and k not in ("step", "epoch")
+    }
+
+
+def run_folder(save_dir: Path, started: float) -> Path | None:
+    """The ``version_N`` folder a fit started at ``started`` created."""
+    found = [p for p in save_dir.glob("version_*") if p.stat().st_mtime >= started - 1]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def fit_killed_and_resumed(key: str, config: str, out_dir: Path, kill_at: float, min_lost: int) -> dict:
+    """Fit ``config``; once ``kill_at`` of the epochs are done and the run has logged ``min_lost`` steps past
+    its ``last.ckpt``, SIGKILL it, continue with ``--ckpt_path last`` and compare what both logged."""
+    record = out_dir / f"{key}_fit.json"
+    fit = json.loads(record.read_text()) if record.is_file() else None
+    if fit is not None and Path(fit["ckpt"]).is_file() and digest(fit["ckpt"]) == fit["ckpt_sha256"]:
+        print(f"\n{key}: reusing {fit['ckpt']} (delete {record} to retrain)", flush=True)
+        return fit
+    start = time.time()
+    proc = lit_robust(fit_args(config), out_dir / f"{key}_fit.log")
+    kill = kill_mid_run(
+        lambda: proc.poll() is None, lambda: (proc.kill(), proc.wait()), config, start, kill_at, min_lost
+    )
+    return resume_and_compare(key, config, out_dir, start, kill)
+
+
+def fit_args(config: str) -> list[str]:
+    return ["fit", "--config", config, "--trainer.enable_progress_bar=false"]
+
+
+def kill_mid_run(
+    alive: Callable[[], bool],
+    kill: Callable[[], object],
+    config: str,
+    start: float,
+    kill_at: float,
+    min_lost: int,
+) -> dict:
+    """Wait for the fit of ``config`` started at ``start`` to finish ``kill_at`` of its epochs and log
+    ``min_lost`` steps past its ``last.ckpt``, then ``kill`` it (SIGKILL); what the killed run had logged."""
+    cfg = yaml.safe_load(Path(config).read_text())
+    logger = cfg["trainer"]["logger"]["init_args"]
+    save_dir, epochs = Path(logger["save_dir"]) / logger["name"], cfg["trainer"]["max_epochs"]
+    folder = None
+    while True:
+        time.sleep(20)
+        if not alive():
+            raise SystemExit(f"{config}: the fit ended before it could be killed (see its log)")
+        folder = folder or run_folder(save_dir, start)
+        last = folder / "checkpoints" / "last.ckpt" if folder else None
+        rows = read_rows(folder / "metrics.csv") if folder else []
+        if not rows or last is None or not last.is_file():
+            continue
+        epoch = max(int(float(r["epoch"])) for r in rows if r.get("epoch"))
+        ckpt_step = int(read_checkpoint(last, field="last.ckpt").get("global_step", 0))
+        logged = max(int(float(r["step"])) for r in rows if r.get("step"))
+        if epoch >= kill_at * epochs and logged - ckpt_step >= min_lost:
+            kill()
+            time.sleep(2)
+            rows = read_rows(folder / "metrics.csv")
+            print(
+                f"killed the fit at epoch {epoch}, step {logged}; last.ckpt is step {ckpt_step}", flush=True
+            )
+            return {"folder": str(folder), "rows": rows, "at_step": logged, "ckpt_step": ckpt_step,
+                    "minutes": (time.time() - start) / 60}  # fmt: skip
+
+
+def resume_and_compare(key: str, config: str, out_dir: Path, start: float, kill: dict) -> dict:
+    """Continue the killed fit with ``--ckpt_path last``; compare every value both runs logged for the steps
+    after the checkpoint; record the best checkpoint (``{key}_fit.json``)."""
+    folder = Path(kill["folder"])
+    with (out_dir / f"{key}_metrics_killed.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(kill["rows"][0]))
+        writer.writeheader()
+        writer.writerows(kill["rows"])
+    resumed_start = time.time()
+    wait_ok(
+        lit_robust([*fit_args(config), "--ckpt_path", "last"], out_dir / f"{key}_fit.log"), f"{key}: resume"
+    )
+    before = logged_values(kill["rows"], kill["ckpt_step"])
+    after = logged_values(read_rows(folder / "metrics.csv"), kill["ckpt_step"])
+    common = sorted(set(before) & set(after))
+    differ = [(s, k, before[(s, k)], after[(s, k)]) for s, k in common if before[(s, k)] != after[(s, k)]]
+    best = sorted((folder / "checkpoints").glob("best*.ckpt"))
+    if len(best) != 1:
+        raise SystemExit(f"{key}: expected one best checkpoint in {folder / 'checkpoints'}, found {best}")
+    fit = {
+        "ckpt": str(best[0]),
+        "ckpt_sha256": digest(str(best[0])),
+        "log_dir": str(folder),
+        "minutes": (time.time() - start) / 60,
+        "killed_after_minutes": kill["minutes"],
+        "resumed_minutes": (time.time() - resumed_start) / 60,
+        "killed_at_step": kill["at_step"],
+        "resumed_from_step": kill["ckpt_step"],
+        "resume_compared_values": len(common),
+        "resume_differing_values": differ[:20],
+        "resume_exact": bool(common) and not differ,
+    }
+    (out_dir / f"{key}_fit.json").write_text(json.dumps(fit, indent=1))
+    print(f"{key}: resume compared {len(common)} logged values, {len(differ)} differ", flush=True)
+    return fit
+
+
+def chunk_report(out_dir: Path, key: str, offset: int) -> Path:
+    return out_dir / key / f"chunk_{offset:05d}.json"
+
+
+def evaluate_chunks(
+    key: str, config: str, fit: dict, out_dir: Path, size: int, deadline: float
+) -> list[Path]:
+    """Evaluate the chunks of the test set not yet done (while time is left); the finished chunk reports."""
+    done = []
+    for offset in range(0, TEST_SIZE, size):
+        dest = chunk_report(out_dir, key, offset)
+        if dest.is_file() and json.loads(dest.read_text())["script"]["ckpt_sha256"] == fit["ckpt_sha256"]:
+            done.append(dest)
+            continue
+        if time.time() > deadline:
+            continue
+        evaluate(key, config, fit, out_dir, offset, min(size, TEST_SIZE - offset), ["--suite=table"], dest)
+        done.append(dest)
+    return done
+
+
+def evaluate(key: str, config: str, fit: dict, out_dir: Path, offset: int, n: int, suite: list, dest: Path):
+    """``evaluate`` test images ``offset .. offset + n - 1``; the report (with the checkpoint's digest and
+    the minutes it took under ``script``) goes to ``dest``."""
+    work = out_dir / key / "work"
+    args = [
+        "evaluate", "--config", config, f"--ckpt_path={fit['ckpt']}", *suite,
+        f"--data.init_args.test_offset={offset}", f"--data.init_args.test_subset={n}",
+        f"--output_dir={work}", "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    start = time.time()
+    wait_ok(lit_robust(args, out_dir / f"{key}_eval.log"), f"{key}: evaluate {n} from {offset}")
+    made = work / f"eval_{Path(fit['ckpt']).stem}_from{offset}.json"
+    report = json.loads(made.read_text())
+    report["script"] = {"ckpt_sha256": fit["ckpt_sha256"], "eval_minutes": (time.time() - start) / 60}
+    dest.write_text(json.dumps(report))
+    made.unlink()
+    (work / made.with_suffix(".md").name).unlink(missing_ok=True)
+
+
+def square_recheck(key: str, config: str, fit: dict, out_dir: Path, n: int) -> dict | None:
+    """Square alone, 4x AutoAttack's queries and 2 restarts, on the first ``n`` test images (with PGD-20 and
+    APGD-CE); returns how many points it broke that AutoAttack's chunks had left robust."""
+    dest = out_dir / f"{key}_square_check.json"
+    chunks = sorted((out_dir / key).glob("chunk_*.json"))
+    if n <= 0 or not chunks:
+        return None
+    if not (dest.is_file() and json.loads(dest.read_text())["script"]["ckpt_sha256"] == fit["ckpt_sha256"]):
+        evaluate(key, config, fit, out_dir, 0, n, ["--suite=quick", f"--attacks={STRONG_SQUARE}"], dest)
+    check = json.loads(dest.read_text())["per_sample"]["square-4x"]
+    aa = [v for c in chunks for v in json.loads(c.read_text())["per_sample"]["autoattack"]][:n]
+    if len(aa) < n:
+        return None
+    return {"n": n, "broken_after_autoattack": sum(a and not s for a, s in zip(aa, check, strict=True))}
+
+
+def merged(key: str, out_dir: Path, chunks: list[Path], size: int) -> dict | None:
+    """Merge the chunk reports into ``{key}_test.json``/``.md`` once every chunk is there."""
+    if len(chunks) < -(-TEST_SIZE // size):
+        print(f"{key}: {len(chunks)} of {-(-TEST_SIZE // size)} chunks evaluated", flush=True)
+        return None
+    reports = [json.loads(p.read_text()) for p in chunks]
+    report = merge_reports([Report.from_dict(r) for r in reports])
+    report.write(out_dir, f"{key}_test")
+    return {"report": report.to_dict(), "eval_minutes": sum(r["script"]["eval_minutes"] for r in reports)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--out_dir", default="docs/results/mnist_long")
+    parser.add_argument("--fit_only", action="store_true", help="train (and record) only")
+    parser.add_argument("--chunk_size", type=int, default=500, help="test images per evaluate run")
+    parser.add_argument(
+        "--budget_minutes", type=float, default=float("inf"), help="start no chunk after this"
+    )
+    parser.add_argument("--square_check", type=int, default=500, help="test images of the Square recheck")
+    parser.add_argument("--kill_at", type=float, default=0.5, help="fraction of the epochs before the kill")
+    parser.add_argument("--min_lost", type=int, default=150, help="logged steps past last.ckpt at the kill")
+    args = parser.parse_args()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + 60 * args.budget_minutes
+    for key in args.methods:
+        name, config = METHODS[key]
+        fit = fit_killed_and_resumed(key, config, out_dir, args.kill_at, args.min_lost)
+        if args.fit_only:
+            continue
+        chunks = evaluate_chunks(key, config, fit, out_dir, args.chunk_size, deadline)
+        if time.time() < deadline and (check := square_recheck(key, config, fit, out_dir, args.square_check)):
+            print(f"{name}: strong Square on the first {check['n']} test images broke "
+                  f"{check['broken_after_autoattack']} points AutoAttack had left", flush=True)  # fmt: skip
+        if (result := merged(key, out_dir, chunks, args.chunk_size)) is not None:
+            accuracy = result["report"]["accuracy"]
+            print(f"{name}: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in accuracy.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
