@@ -43,6 +43,7 @@ METHODS = {
     "beta_at": ("BETA-AT", "configs/mnist_beta_at_cpu.yaml"),
 }
 TEST_SIZE = 10_000
+POLL_SECONDS = 20  # how often the fit's metrics.csv and last.ckpt are looked at before the kill
 STRONG_SQUARE = (
     '{"square-4x": {"class_path": "lit_robust.attacks.AutoAttack", "init_args": '
     '{"components": ["square"], "square_queries": 20000, "square_restarts": 2}}}'
@@ -82,6 +83,16 @@ def logged_values(rows: list[dict[str, str]], from_step: int) -> dict[tuple[int,
         for k, v in r.items()
         if v not in ("", None) and k not in ("step", "epoch")
     }
+
+
+def compare_logged(killed: list[dict], resumed: list[dict], from_step: int) -> tuple[list, list]:
+    """The ``(step, metric)`` cells both runs logged from ``from_step`` on, and those whose values differ
+    (``(step, metric, killed value, resumed value)``): a resumed run that is exact logs the same strings."""
+    before, after = logged_values(killed, from_step), logged_values(resumed, from_step)
+    common = sorted(set(before) & set(after))
+    return common, [
+        (s, k, before[(s, k)], after[(s, k)]) for s, k in common if before[(s, k)] != after[(s, k)]
+    ]
 
 
 def run_folder(save_dir: Path, started: float) -> Path | None:
@@ -125,7 +136,7 @@ def kill_mid_run(
     save_dir, epochs = Path(logger["save_dir"]) / logger["name"], cfg["trainer"]["max_epochs"]
     folder = None
     while True:
-        time.sleep(20)
+        time.sleep(POLL_SECONDS)
         if not alive():
             raise SystemExit(f"{config}: the fit ended before it could be killed (see its log)")
         folder = folder or run_folder(save_dir, start)
@@ -159,10 +170,7 @@ def resume_and_compare(key: str, config: str, out_dir: Path, start: float, kill:
     wait_ok(
         lit_robust([*fit_args(config), "--ckpt_path", "last"], out_dir / f"{key}_fit.log"), f"{key}: resume"
     )
-    before = logged_values(kill["rows"], kill["ckpt_step"])
-    after = logged_values(read_rows(folder / "metrics.csv"), kill["ckpt_step"])
-    common = sorted(set(before) & set(after))
-    differ = [(s, k, before[(s, k)], after[(s, k)]) for s, k in common if before[(s, k)] != after[(s, k)]]
+    common, differ = compare_logged(kill["rows"], read_rows(folder / "metrics.csv"), kill["ckpt_step"])
     best = sorted((folder / "checkpoints").glob("best*.ckpt"))
     if len(best) != 1:
         raise SystemExit(f"{key}: expected one best checkpoint in {folder / 'checkpoints'}, found {best}")

@@ -1,0 +1,76 @@
+"""The machinery behind docs/results.md: ``scripts/mnist_long.py`` kills a fit in the middle, resumes it and
+compares every value both processes logged (a tiny PGD-AT run here, 40 steps per epoch); a changed value
+is caught; ``scripts/results_md.py --check`` holds docs/results.md to the committed records."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import mnist_long  # noqa: E402
+
+CONFIG = """
+seed_everything: 0
+model:
+  class_path: lit_robust.methods.PGDAT
+  init_args:
+    eps: 0.1
+    net: {{class_path: lit_robust.nets.MLP, init_args: {{hidden: [32]}}}}
+    train_attack: {{class_path: lit_robust.attacks.PGD, init_args: {{steps: 3, random_start: true}}}}
+    eval_attack: {{class_path: lit_robust.attacks.PGD, init_args: {{steps: 3, random_start: true}}}}
+data:
+  class_path: lit_robust.data.MNIST
+  init_args: {{data_dir: {data}, train_subset: 640, val_size: 64, batch_size: 16, seed: 0}}
+trainer:
+  max_epochs: 4
+  deterministic: true
+  log_every_n_steps: 1
+  enable_model_summary: false
+  logger:
+    class_path: lit_robust.loggers.CSVLogger
+    init_args: {{save_dir: {logs}, name: tiny, flush_logs_every_n_steps: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory, mnist_root):
+    folder = tmp_path_factory.mktemp("mnist_long")
+    config = folder / "tiny.yaml"
+    config.write_text(CONFIG.format(data=mnist_root, logs=folder / "logs"))
+    mnist_long.POLL_SECONDS = 0.2
+    fit = mnist_long.fit_killed_and_resumed("tiny", str(config), folder, kill_at=0.5, min_lost=5)
+    return folder, fit
+
+
+def test_the_fit_is_killed_mid_run_and_resumes_exactly(killed_and_resumed):
+    folder, fit = killed_and_resumed
+    assert fit["killed_at_step"] - fit["resumed_from_step"] >= 5 and fit["resumed_from_step"] >= 80
+    assert fit["resume_exact"] and fit["resume_compared_values"] >= 5, fit
+    assert Path(fit["ckpt"]).name.startswith("best") and Path(fit["ckpt"]).is_file()
+    rows = mnist_long.read_rows(Path(fit["log_dir"]) / "metrics.csv")
+    assert max(int(r["epoch"]) for r in rows if r.get("epoch")) == 3  # the resumed run finished
+    assert (folder / "tiny_metrics_killed.csv").is_file()
+
+
+def test_a_value_the_resumed_run_logged_differently_is_reported(killed_and_resumed):
+    folder, fit = killed_and_resumed
+    killed = mnist_long.read_rows(folder / "tiny_metrics_killed.csv")
+    resumed = mnist_long.read_rows(Path(fit["log_dir"]) / "metrics.csv")
+    row = next(r for r in resumed if int(r["step"]) > fit["resumed_from_step"] and r.get("train/loss_step"))
+    row["train/loss_step"] = str(float(row["train/loss_step"]) + 1e-6)
+    common, differ = mnist_long.compare_logged(killed, resumed, fit["resumed_from_step"])
+    assert len(common) == fit["resume_compared_values"]
+    assert [(s, k) for s, k, *_ in differ] == [(int(row["step"]), "train/loss_step")]
+
+
+def test_results_page_is_what_the_records_give():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "results_md.py"), "--check"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
