@@ -126,6 +126,8 @@ class Report:
     checks: dict = field(default_factory=dict)
     #: sanity-check findings per attack (the official AutoAttack's checks), in the order first seen
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    #: each attack's threat model: name -> (norm, eps)
+    balls: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
     def worst_case(self) -> torch.Tensor:
@@ -141,6 +143,16 @@ class Report:
         acc.update({k: v.float().mean().item() for k, v in self.correct.items()})
         acc["worst_case"] = self.worst_case.float().mean().item()
         return acc
+
+    def certificate_checks(self) -> dict[str, int]:
+        """For every certified radius r and every L_2 attack with eps <= r, the points it broke that were
+        certified at r (``"{attack}@{r}"`` -> count): a certificate holds only if every count is 0."""
+        return {
+            f"{name}@{r:g}": int((cert & ~self.correct[name]).sum())
+            for r, cert in self.certified.items()
+            for name, (norm, eps) in self.balls.items()
+            if norm == "2" and eps <= r + 1e-9
+        }
 
     def agreement(self, reference: str = "autoattack") -> dict[str, dict[str, int]]:
         """How ``reference`` (the official AutoAttack) and each other attack agree, over the clean-correct
@@ -178,6 +190,11 @@ class Report:
                     "implementation": self.implementations[name],
                     "attack": self.descriptions[name],
                     "seconds": round(self.seconds[name], 3),
+                    **(
+                        {"norm": self.balls[name][0], "eps": self.balls[name][1]}
+                        if name in self.balls
+                        else {}
+                    ),
                     **({"broken_by_component": self.breakdowns[name]} if name in self.breakdowns else {}),
                 }
                 for name in self.correct
@@ -192,6 +209,7 @@ class Report:
                 {
                     "certified": {f"{r:g}": v.float().mean().item() for r, v in self.certified.items()},
                     "certificate": self.certificate,
+                    "certified_but_broken": self.certificate_checks(),
                 }
                 if self.certified
                 else {}
@@ -249,6 +267,10 @@ class Report:
             ]
             lines += ["| radius r | certified (%) |", "|---:|---:|"]
             lines += [f"| {r:g} | {100 * v.float().mean().item():.2f} |" for r, v in self.certified.items()]
+            if checks := self.certificate_checks():
+                broken = ", ".join(f"{k}: {v}" for k, v in checks.items() if v)
+                verdict = f"{broken}: THE CERTIFICATE FAILED" if broken else f"none ({', '.join(checks)})"
+                lines += ["", f"Certified points broken by an L_2 attack inside the radius: {verdict}."]
         if self.checks:
             lines += [
                 "",
@@ -284,6 +306,7 @@ class Report:
             certified={r: torch.tensor(v, dtype=torch.bool) for r, v in certified.items()},
             certificate=data.get("certificate", {}),
             warnings=data.get("warnings", {}),
+            balls={name: (a["norm"], a["eps"]) for name, a in attacks.items() if "norm" in a},
         )
 
     def write(self, directory: str | Path, stem: str) -> tuple[Path, Path]:
@@ -363,6 +386,7 @@ def run_attacks(
         warnings=found_warnings,
         certified={r: c for r, c in zip(radii, torch.cat(certified).unbind(1), strict=True)} if radii else {},
         certificate={"lipschitz": certificate[0], "per_logit": certificate[1]} if radii else {},
+        balls={k: (str(a.norm), float(a.eps)) for k, a in attacks.items() if a.eps is not None},
     )
 
 
@@ -420,5 +444,6 @@ def merge_reports(reports: list[Report]) -> Report:
         },
         certified={t: torch.cat([r.certified[t] for r in reports]) for t in first.certified},
         certificate=first.certificate,
+        balls=first.balls,
         warnings=warnings_,
     )

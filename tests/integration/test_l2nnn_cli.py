@@ -82,8 +82,12 @@ def test_evaluate_reports_certificates_that_attacks_respect(fitted, mnist_root, 
         if certified:
             assert per_sample["worst_case"][i] == 1
     assert report["certified"]["0.05"] <= report["certified"]["0.02"] <= report["accuracy"]["clean"]
+    # the report checks it per image: every L_2 attack at eps 0.05 against the points certified at 0.05
+    assert report["certified_but_broken"] == {"pgd-20@0.05": 0, "apgd-ce@0.05": 0, "cw@0.05": 0}
+    assert report["attacks"]["cw"]["norm"] == "2" and report["attacks"]["cw"]["eps"] == 0.05
     table = (tmp_path / f"eval_{Path(ckpt).stem}.md").read_text()
     assert "Certified accuracy" in table and "gap / 2" in table
+    assert "broken by an L_2 attack inside the radius: none (pgd-20@0.05, apgd-ce@0.05, cw@0.05)" in table
 
 
 def test_ablations_are_config_switches(mnist_root):
