@@ -254,6 +254,19 @@ def page() -> str:
         *l2nnn_section(),
         *entropysgd_section(),
         *arovr_section(),
+        "## Rerunning every row",
+        "",
+        "Each command reuses the records it finds (delete one to redo that run); the long ones take hours.",
+        "",
+        "```bash",
+        "python scripts/mnist_long.py --methods pgd_at trades beta_at  # 90 min per fit, hours of AutoAttack",
+        "python scripts/mnist_long.py --budget_minutes 60              # start no new chunk after an hour",
+        "python scripts/l2nnn_mnist.py --runs model3",
+        "python scripts/entropysgd_table.py --long                     # about 70 min",
+        "python scripts/entropysgd_table.py",
+        "OMP_NUM_THREADS=1 python scripts/arovr_table.py",
+        "python scripts/results_md.py                                  # this page, from the records",
+        "```",
     ]
     return "\n".join(lines).rstrip() + "\n"
 
