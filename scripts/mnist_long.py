@@ -192,6 +192,28 @@ def resume_and_compare(key: str, config: str, out_dir: Path, start: float, kill:
     return fit
 
 
+def curves(key: str, fit: dict, out_dir: Path) -> dict:
+    """The validation curve per epoch (clean and PGD-20 robust accuracy) into the fit record, and the run's
+    plots (``lit_robust plot``: robust_overfitting.png shows whether robust accuracy fell after its best)."""
+    by_epoch = {
+        int(r["epoch"]): {
+            "epoch": int(r["epoch"]),
+            "clean": float(r["val/clean_acc"]),
+            "robust": float(r["val/robust_acc"]),
+        }
+        for r in read_rows(Path(fit["log_dir"]) / "metrics.csv")
+        if r.get("val/robust_acc")
+    }
+    curve = [by_epoch[e] for e in sorted(by_epoch)]
+    if fit.get("val_curve") != curve:
+        fit["val_curve"] = curve
+        (out_dir / f"{key}_fit.json").write_text(json.dumps(fit, indent=1))
+    plots = out_dir / f"{key}_plots"
+    if not (plots / "robust_overfitting.png").is_file():
+        wait_ok(lit_robust(["plot", fit["log_dir"], "--out", str(plots)]), f"{key}: plot")
+    return fit
+
+
 def chunk_report(out_dir: Path, key: str, offset: int) -> Path:
     return out_dir / key / f"chunk_{offset:05d}.json"
 
@@ -277,7 +299,7 @@ def main() -> None:
     deadline = time.time() + 60 * args.budget_minutes
     for key in args.methods:
         name, config = METHODS[key]
-        fit = fit_killed_and_resumed(key, config, out_dir, args.kill_at, args.min_lost)
+        fit = curves(key, fit_killed_and_resumed(key, config, out_dir, args.kill_at, args.min_lost), out_dir)
         if args.fit_only:
             continue
         chunks = evaluate_chunks(key, config, fit, out_dir, args.chunk_size, deadline)

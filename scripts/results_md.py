@@ -138,6 +138,15 @@ def mnist_section() -> list[str]:
             f"{fit['resume_compared_values']} values both processes logged for the steps in between agree "
             f"{exact} ({len(fit['resume_differing_values'])} differ)."
         )
+        if curve := fit.get("val_curve"):
+            best, last = max(curve, key=lambda c: c["robust"]), curve[-1]
+            lines += [
+                "",
+                "Validation (2,000 held-out images, PGD-20) per epoch: best robust "
+                f"{pct(best['robust'])}% at epoch {best['epoch']} (clean {pct(best['clean'])}%), last epoch "
+                f"{last['epoch']}: robust {pct(last['robust'])}%, clean {pct(last['clean'])}%; curves: "
+                f"[robust_overfitting.png](results/mnist_long/{key}_plots/robust_overfitting.png).",
+            ]
         check = load(out / f"{key}_square_check.json")
         if warnings:
             lines += ["", f"AutoAttack's checks raised {len(warnings)} warning(s), e.g.: {warnings[0]}"]
