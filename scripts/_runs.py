@@ -13,13 +13,16 @@ from pathlib import Path
 from lit_robust.cli import main
 
 
-def script_args(doc: str, choose: str, choices: list[str], out_dir: str) -> argparse.Namespace:
+def script_args(
+    doc: str, choose: str, choices: list[str], out_dir: str, default: list[str] | None = None
+) -> argparse.Namespace:
     """The reproduction scripts' options: ``--data_dir``, ``--test_subset`` (evaluated test images),
-    ``--<choose>`` (which runs, default all of ``choices``), ``--out_dir`` (created) and ``--fit_only``."""
+    ``--<choose>`` (which runs, default ``default`` or all of ``choices``), ``--out_dir`` (created) and
+    ``--fit_only``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--test_subset", type=int, default=200)
-    parser.add_argument(f"--{choose}", nargs="+", default=list(choices), choices=list(choices))
+    parser.add_argument(f"--{choose}", nargs="+", default=list(default or choices), choices=list(choices))
     parser.add_argument("--out_dir", default=out_dir)
     parser.add_argument("--fit_only", action="store_true", help="train (and record) only; no evaluation")
     args = parser.parse_args()

@@ -1,6 +1,7 @@
 """The machinery behind docs/results.md: ``scripts/mnist_long.py`` kills a fit in the middle, resumes it and
 compares every value both processes logged (a tiny PGD-AT run here, 40 steps per epoch); a changed value
-is caught; ``scripts/results_md.py --check`` holds docs/results.md to the committed records."""
+is caught; the validation curve and plots cover the whole run; ``scripts/results_md.py --check`` holds
+docs/results.md to the committed records."""
 
 from __future__ import annotations
 
@@ -56,6 +57,14 @@ def test_the_fit_is_killed_mid_run_and_resumes_exactly(killed_and_resumed):
     rows = mnist_long.read_rows(Path(fit["log_dir"]) / "metrics.csv")
     assert max(int(r["epoch"]) for r in rows if r.get("epoch")) == 3  # the resumed run finished
     assert (folder / "tiny_metrics_killed.csv").is_file()
+
+
+def test_the_validation_curve_and_plots_come_from_the_whole_run(killed_and_resumed):
+    folder, fit = killed_and_resumed
+    fit = mnist_long.curves("tiny", dict(fit), folder)
+    assert [c["epoch"] for c in fit["val_curve"]] == [0, 1, 2, 3]  # one per epoch, the killed one once
+    assert all(0 <= c["robust"] <= c["clean"] <= 1 for c in fit["val_curve"])
+    assert (folder / "tiny_plots" / "robust_overfitting.png").stat().st_size > 0
 
 
 def test_a_value_the_resumed_run_logged_differently_is_reported(killed_and_resumed):
