@@ -9,7 +9,8 @@ evaluated in chunks of ``--chunk_size`` images, each its own ``evaluate --suite 
 APGD-CE, BETA-10, the standard AutoAttack), so the hours of evaluation can be spread over sessions; the
 finished chunks are merged (``lit_robust.evaluation.merge_reports``) once all are there. AutoAttack's
 Square warning is checked on the first ``--square_check`` test images with Square alone at 4x the queries
-and 2 restarts: points it breaks that AutoAttack left robust make the model's number suspect.
+and 2 restarts whenever AutoAttack's Square broke any point: points the stronger Square breaks that
+AutoAttack left robust make the model's number suspect.
 
     python scripts/mnist_long.py --methods trades --fit_only          # ~90 min: fit, kill, resume
     python scripts/mnist_long.py --methods trades --budget_minutes 60 # evaluate chunks for an hour
@@ -255,11 +256,15 @@ def evaluate(key: str, config: str, fit: dict, out_dir: Path, offset: int, n: in
 
 
 def square_recheck(key: str, config: str, fit: dict, out_dir: Path, n: int) -> dict | None:
-    """Square alone, 4x AutoAttack's queries and 2 restarts, on the first ``n`` test images (with PGD-20 and
-    APGD-CE); returns how many points it broke that AutoAttack's chunks had left robust."""
+    """If AutoAttack's Square broke any point in the chunks evaluated so far: Square alone, 4x AutoAttack's
+    queries and 2 restarts, on the first ``n`` test images (with PGD-20 and APGD-CE); returns how many
+    points it broke that AutoAttack had left robust."""
     dest = out_dir / f"{key}_square_check.json"
     chunks = sorted((out_dir / key).glob("chunk_*.json"))
-    if n <= 0 or not chunks:
+    square = sum(
+        json.loads(c.read_text())["attacks"]["autoattack"]["broken_by_component"]["square"] for c in chunks
+    )
+    if n <= 0 or not square:  # only when Square broke points the white-box components had left
         return None
     if not (dest.is_file() and json.loads(dest.read_text())["script"]["ckpt_sha256"] == fit["ckpt_sha256"]):
         evaluate(key, config, fit, out_dir, 0, n, ["--suite=quick", f"--attacks={STRONG_SQUARE}"], dest)
