@@ -150,8 +150,13 @@ class AutoAttack(Attack):
         from importlib.metadata import version
 
         package = f"pyautoattack {version('pyautoattack')}"
-        if self.standard:
-            return f"official AutoAttack ({package}, version='standard', standard)"
+        if self.components == STANDARD and self.square_restarts == 1:
+            budgets = (
+                "standard"
+                if self.standard
+                else f"reduced budgets: {self.steps} it., {self.square_queries} queries"
+            )
+            return f"official AutoAttack ({package}, version='standard', {budgets})"
         parts = []
         if self.components != STANDARD:
             parts.append("components " + ", ".join(self.components))
