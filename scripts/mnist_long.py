@@ -247,7 +247,7 @@ def evaluate(key: str, config: str, fit: dict, out_dir: Path, offset: int, n: in
     ]  # fmt: skip
     start = time.time()
     wait_ok(lit_robust(args, out_dir / f"{key}_eval.log"), f"{key}: evaluate {n} from {offset}")
-    made = work / f"eval_{Path(fit['ckpt']).stem}_from{offset}.json"
+    made = work / (f"eval_{Path(fit['ckpt']).stem}" + (f"_from{offset}.json" if offset else ".json"))
     report = json.loads(made.read_text())
     report["script"] = {"ckpt_sha256": fit["ckpt_sha256"], "eval_minutes": (time.time() - start) / 60}
     dest.write_text(json.dumps(report))
@@ -307,10 +307,13 @@ def main() -> None:
         fit = curves(key, fit_killed_and_resumed(key, config, out_dir, args.kill_at, args.min_lost), out_dir)
         if args.fit_only:
             continue
-        chunks = evaluate_chunks(key, config, fit, out_dir, args.chunk_size, deadline)
-        if time.time() < deadline and (check := square_recheck(key, config, fit, out_dir, args.square_check)):
-            print(f"{name}: strong Square on the first {check['n']} test images broke "
-                  f"{check['broken_after_autoattack']} points AutoAttack had left", flush=True)  # fmt: skip
+        for _ in range(2):  # the recheck as soon as the chunks of its images are in, then the other chunks
+            if time.time() < deadline and (
+                check := square_recheck(key, config, fit, out_dir, args.square_check)
+            ):
+                broke = check["broken_after_autoattack"]
+                print(f"{name}: strong Square, first {check['n']} images: {broke} more broken", flush=True)
+            chunks = evaluate_chunks(key, config, fit, out_dir, args.chunk_size, deadline)
         if (result := merged(key, out_dir, chunks, args.chunk_size)) is not None:
             accuracy = result["report"]["accuracy"]
             print(f"{name}: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in accuracy.items()), flush=True)

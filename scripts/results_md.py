@@ -64,15 +64,14 @@ def chunks_so_far(folder: Path) -> dict | None:
     reports = [json.loads(p.read_text()) for p in sorted(folder.glob("chunk_*.json"))]
     if not reports:
         return None
-    columns = list(reports[0]["per_sample"])
+    columns = [c for c in reports[0]["per_sample"] if c != "worst_case" and not c.startswith("certified@")]
     samples = {c: [v for r in reports for v in r["per_sample"][c]] for c in columns}
     n = len(samples["clean"])
     accuracy = {c: sum(v) / n for c, v in samples.items()}
     accuracy["worst_case"] = sum(all(samples[c][i] for c in columns) for i in range(n)) / n
     warnings = [w for r in reports for w in r.get("warnings", {}).get("autoattack", [])]
     minutes = sum(r["script"]["eval_minutes"] for r in reports)
-    starts = sorted(r["meta"]["first_index"] for r in reports)
-    return {"accuracy": accuracy, "n": n, "warnings": warnings, "eval_minutes": minutes, "starts": starts}
+    return {"accuracy": accuracy, "n": n, "warnings": warnings, "eval_minutes": minutes}
 
 
 def mnist_section() -> list[str]:
@@ -123,7 +122,11 @@ def mnist_section() -> list[str]:
                 so_far["warnings"],
                 so_far["eval_minutes"],
             )
-        cells = " | ".join(pct(accuracy.get(c)) if accuracy else "—" for c, _ in MNIST_COLUMNS)
+        suspect = " (suspect: Square warning)" if warnings else ""
+        cells = " | ".join(
+            (pct(accuracy.get(c)) + (suspect if c == "autoattack" else "")) if accuracy else "—"
+            for c, _ in MNIST_COLUMNS
+        )
         images = f"{n:,}" + ("" if n == TEST_SIZE else f" of {TEST_SIZE:,} (partial)")
         wall = f"fit {fit['minutes']:.0f} min" + (f", eval {minutes:.0f} min" if accuracy else "")
         lines.append(

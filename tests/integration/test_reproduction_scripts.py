@@ -5,6 +5,7 @@ docs/results.md to the committed records."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,32 @@ def test_the_validation_curve_and_plots_come_from_the_whole_run(killed_and_resum
     assert [c["epoch"] for c in fit["val_curve"]] == [0, 1, 2, 3]  # one per epoch, the killed one once
     assert all(0 <= c["robust"] <= c["clean"] <= 1 for c in fit["val_curve"])
     assert (folder / "tiny_plots" / "robust_overfitting.png").stat().st_size > 0
+
+
+def test_the_test_set_is_evaluated_in_chunks_that_merge_into_one_report(killed_and_resumed, monkeypatch):
+    """Chunks of 16 of a 32-image "test set": the first one too (``evaluate`` names it without
+    ``_from0``), each recorded with the checkpoint's digest, then merged per sample."""
+    folder, fit = killed_and_resumed
+    monkeypatch.setattr(mnist_long, "TEST_SIZE", 32)
+    monkeypatch.setattr(mnist_long, "evaluate", _quick(mnist_long.evaluate))
+    chunks = mnist_long.evaluate_chunks("tiny", str(folder / "tiny.yaml"), fit, folder, 16, float("inf"))
+    assert [p.name for p in chunks] == ["chunk_00000.json", "chunk_00016.json"]
+    reports = [json.loads(p.read_text()) for p in chunks]
+    assert [r["meta"].get("first_index", 0) for r in reports] == [0, 16]
+    assert all(r["script"]["ckpt_sha256"] == fit["ckpt_sha256"] for r in reports)
+    merged = mnist_long.merged("tiny", folder, chunks, 16)
+    per_sample = merged["report"]["per_sample"]
+    assert per_sample["clean"] == reports[0]["per_sample"]["clean"] + reports[1]["per_sample"]["clean"]
+    assert (folder / "tiny_test.json").is_file()
+
+
+def _quick(evaluate):
+    """The script's evaluate with the quick suite (PGD-20, APGD-CE) instead of the table's AutoAttack."""
+
+    def run(key, config, fit, out_dir, offset, n, suite, dest):
+        return evaluate(key, config, fit, out_dir, offset, n, ["--suite=quick"], dest)
+
+    return run
 
 
 def test_a_value_the_resumed_run_logged_differently_is_reported(killed_and_resumed):
