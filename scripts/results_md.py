@@ -18,6 +18,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from lit_robust.evaluation import Report, merge_reports
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 MACHINE = "2-core CPU VM (AMD EPYC, no GPU), torch 2.13.0, 2 threads"
@@ -60,18 +62,18 @@ def load(path: Path) -> dict | None:
 
 
 def chunks_so_far(folder: Path) -> dict | None:
-    """Accuracies over the chunk reports evaluated so far (per sample, so exact), and how many images."""
+    """The chunk reports evaluated so far (consecutive from image 0) merged by the evaluation module's own
+    ``merge_reports``: accuracies per sample, AutoAttack's warnings, and how many images."""
     reports = [json.loads(p.read_text()) for p in sorted(folder.glob("chunk_*.json"))]
     if not reports:
         return None
-    columns = [c for c in reports[0]["per_sample"] if c != "worst_case" and not c.startswith("certified@")]
-    samples = {c: [v for r in reports for v in r["per_sample"][c]] for c in columns}
-    n = len(samples["clean"])
-    accuracy = {c: sum(v) / n for c, v in samples.items()}
-    accuracy["worst_case"] = sum(all(samples[c][i] for c in columns) for i in range(n)) / n
-    warnings = [w for r in reports for w in r.get("warnings", {}).get("autoattack", [])]
-    minutes = sum(r["script"]["eval_minutes"] for r in reports)
-    return {"accuracy": accuracy, "n": n, "warnings": warnings, "eval_minutes": minutes}
+    merged = merge_reports([Report.from_dict(r) for r in reports])
+    return {
+        "accuracy": merged.accuracies(),
+        "n": int(merged.clean.numel()),
+        "warnings": merged.warnings.get("autoattack", []),
+        "eval_minutes": sum(r["script"]["eval_minutes"] for r in reports),
+    }
 
 
 def mnist_section() -> list[str]:
