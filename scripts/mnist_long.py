@@ -14,6 +14,7 @@ AutoAttack left robust make the model's number suspect.
 
     python scripts/mnist_long.py --methods trades --fit_only          # ~90 min: fit, kill, resume
     python scripts/mnist_long.py --methods trades --budget_minutes 60 # evaluate chunks for an hour
+    python scripts/mnist_long.py --methods trades --jobs 2            # two chunks at once, 1 thread each
     python scripts/mnist_long.py                                      # everything still missing
 
 Every step prints the ``python -m lit_robust`` command it runs. Records (JSON, committed) go to
@@ -25,11 +26,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -51,15 +54,19 @@ STRONG_SQUARE = (
 )
 
 
-def lit_robust(args: list[str], log: Path | None = None) -> subprocess.Popen:
-    """Start ``python -m lit_robust ARGS`` (printed first) in its own process group."""
-    print(f"\n$ python -m lit_robust {shlex.join(args)}", flush=True)
+def lit_robust(args: list[str], log: Path | None = None, threads: int | None = None) -> subprocess.Popen:
+    """Start ``python -m lit_robust ARGS`` (printed first) in its own process group; ``threads`` sets the
+    child's OMP_NUM_THREADS."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
+    print(f"\n$ {prefix}python -m lit_robust {shlex.join(args)}", flush=True)
     out = open(log, "a") if log else None  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
         [sys.executable, "-m", "lit_robust", *args],
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )
 
 
@@ -220,25 +227,40 @@ def chunk_report(out_dir: Path, key: str, offset: int) -> Path:
 
 
 def evaluate_chunks(
-    key: str, config: str, fit: dict, out_dir: Path, size: int, deadline: float
+    key: str, config: str, fit: dict, out_dir: Path, size: int, deadline: float, jobs: int = 1
 ) -> list[Path]:
-    """Evaluate the chunks of the test set not yet done (while time is left); the finished chunk reports."""
-    done = []
-    for offset in range(0, TEST_SIZE, size):
-        dest = chunk_report(out_dir, key, offset)
-        if dest.is_file() and json.loads(dest.read_text())["script"]["ckpt_sha256"] == fit["ckpt_sha256"]:
-            done.append(dest)
-            continue
-        if time.time() > deadline:
-            continue
-        evaluate(key, config, fit, out_dir, offset, min(size, TEST_SIZE - offset), ["--suite=table"], dest)
-        done.append(dest)
-    return done
+    """Evaluate the chunks of the test set not yet done (none started after ``deadline``), ``jobs`` at a
+    time (each with ``os.cpu_count() // jobs`` threads); the finished chunk reports, in test-set order."""
+
+    def done(dest: Path) -> bool:
+        return dest.is_file() and json.loads(dest.read_text())["script"]["ckpt_sha256"] == fit["ckpt_sha256"]
+
+    def run(offset: int) -> None:
+        if time.time() <= deadline:
+            n = min(size, TEST_SIZE - offset)
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            suite = ["--suite=table"]
+            evaluate(key, config, fit, out_dir, offset, n, suite, chunk_report(out_dir, key, offset), threads)
+
+    todo = [offset for offset in range(0, TEST_SIZE, size) if not done(chunk_report(out_dir, key, offset))]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(run, todo))  # (list: re-raises a failed chunk's error)
+    return [p for offset in range(0, TEST_SIZE, size) if done(p := chunk_report(out_dir, key, offset))]
 
 
-def evaluate(key: str, config: str, fit: dict, out_dir: Path, offset: int, n: int, suite: list, dest: Path):
-    """``evaluate`` test images ``offset .. offset + n - 1``; the report (with the checkpoint's digest and
-    the minutes it took under ``script``) goes to ``dest``."""
+def evaluate(
+    key: str,
+    config: str,
+    fit: dict,
+    out_dir: Path,
+    offset: int,
+    n: int,
+    suite: list,
+    dest: Path,
+    threads: int | None = None,
+):
+    """``evaluate`` test images ``offset .. offset + n - 1`` (with ``threads`` OMP threads); the report (with
+    the checkpoint's digest, its start and end times and the threads under ``script``) goes to ``dest``."""
     work = out_dir / key / "work"
     args = [
         "evaluate", "--config", config, f"--ckpt_path={fit['ckpt']}", *suite,
@@ -246,10 +268,19 @@ def evaluate(key: str, config: str, fit: dict, out_dir: Path, offset: int, n: in
         f"--output_dir={work}", "--trainer.enable_progress_bar=false",
     ]  # fmt: skip
     start = time.time()
-    wait_ok(lit_robust(args, out_dir / f"{key}_eval.log"), f"{key}: evaluate {n} from {offset}")
+    log = work / f"eval_{offset:05d}.log"  # (one per chunk: chunks may run at once)
+    work.mkdir(parents=True, exist_ok=True)
+    wait_ok(lit_robust(args, log, threads), f"{key}: evaluate {n} from {offset} (log: {log})")
     made = work / (f"eval_{Path(fit['ckpt']).stem}" + (f"_from{offset}.json" if offset else ".json"))
     report = json.loads(made.read_text())
-    report["script"] = {"ckpt_sha256": fit["ckpt_sha256"], "eval_minutes": (time.time() - start) / 60}
+    end = time.time()
+    report["script"] = {
+        "ckpt_sha256": fit["ckpt_sha256"],
+        "eval_minutes": (end - start) / 60,
+        "threads": threads,
+        "started": start,  # (unix times: chunks that ran at once overlap)
+        "ended": end,
+    }
     dest.write_text(json.dumps(report))
     made.unlink()
     (work / made.with_suffix(".md").name).unlink(missing_ok=True)
@@ -295,6 +326,9 @@ def main() -> None:
     parser.add_argument(
         "--budget_minutes", type=float, default=float("inf"), help="start no chunk after this"
     )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="chunks evaluated at once (each with cores/jobs threads)"
+    )
     parser.add_argument("--square_check", type=int, default=500, help="test images of the Square recheck")
     parser.add_argument("--kill_at", type=float, default=0.5, help="fraction of the epochs before the kill")
     parser.add_argument("--min_lost", type=int, default=150, help="logged steps past last.ckpt at the kill")
@@ -313,7 +347,7 @@ def main() -> None:
             ):
                 broke = check["broken_after_autoattack"]
                 print(f"{name}: strong Square, first {check['n']} images: {broke} more broken", flush=True)
-            chunks = evaluate_chunks(key, config, fit, out_dir, args.chunk_size, deadline)
+            chunks = evaluate_chunks(key, config, fit, out_dir, args.chunk_size, deadline, args.jobs)
         if (result := merged(key, out_dir, chunks, args.chunk_size)) is not None:
             accuracy = result["report"]["accuracy"]
             print(f"{name}: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in accuracy.items()), flush=True)

@@ -69,16 +69,19 @@ def test_the_validation_curve_and_plots_come_from_the_whole_run(killed_and_resum
 
 
 def test_the_test_set_is_evaluated_in_chunks_that_merge_into_one_report(killed_and_resumed, monkeypatch):
-    """Chunks of 16 of a 32-image "test set": the first one too (``evaluate`` names it without
-    ``_from0``), each recorded with the checkpoint's digest, then merged per sample."""
+    """Chunks of 16 of a 32-image "test set", both at once (``--jobs 2``, one thread each): the first one
+    too (``evaluate`` names it without ``_from0``), each recorded with the checkpoint's digest, then
+    merged per sample."""
     folder, fit = killed_and_resumed
     monkeypatch.setattr(mnist_long, "TEST_SIZE", 32)
     monkeypatch.setattr(mnist_long, "evaluate", _quick(mnist_long.evaluate))
-    chunks = mnist_long.evaluate_chunks("tiny", str(folder / "tiny.yaml"), fit, folder, 16, float("inf"))
+    monkeypatch.setattr(mnist_long.os, "cpu_count", lambda: 2)
+    chunks = mnist_long.evaluate_chunks("tiny", str(folder / "tiny.yaml"), fit, folder, 16, float("inf"), 2)
     assert [p.name for p in chunks] == ["chunk_00000.json", "chunk_00016.json"]
     reports = [json.loads(p.read_text()) for p in chunks]
     assert [r["meta"].get("first_index", 0) for r in reports] == [0, 16]
     assert all(r["script"]["ckpt_sha256"] == fit["ckpt_sha256"] for r in reports)
+    assert [r["script"]["threads"] for r in reports] == [1, 1]
     merged = mnist_long.merged("tiny", folder, chunks, 16)
     per_sample = merged["report"]["per_sample"]
     assert per_sample["clean"] == reports[0]["per_sample"]["clean"] + reports[1]["per_sample"]["clean"]
@@ -88,8 +91,8 @@ def test_the_test_set_is_evaluated_in_chunks_that_merge_into_one_report(killed_a
 def _quick(evaluate):
     """The script's evaluate with the quick suite (PGD-20, APGD-CE) instead of the table's AutoAttack."""
 
-    def run(key, config, fit, out_dir, offset, n, suite, dest):
-        return evaluate(key, config, fit, out_dir, offset, n, ["--suite=quick"], dest)
+    def run(key, config, fit, out_dir, offset, n, suite, dest, threads=None):
+        return evaluate(key, config, fit, out_dir, offset, n, ["--suite=quick"], dest, threads)
 
     return run
 
@@ -110,3 +113,15 @@ def test_results_page_is_what_the_records_give():
         [sys.executable, str(REPO / "scripts" / "results_md.py"), "--check"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_wall_time_of_chunks_that_ran_at_once_counts_overlaps_once():
+    import results_md
+
+    runs = [
+        {"started": 0.0, "ended": 600.0, "eval_minutes": 10.0},  # two chunks at once: 10 min of wall time
+        {"started": 60.0, "ended": 540.0, "eval_minutes": 8.0},
+        {"started": 1200.0, "ended": 1500.0, "eval_minutes": 5.0},  # after a pause
+        {"eval_minutes": 3.0},  # recorded without times: its own minutes
+    ]
+    assert results_md.wall_minutes(runs) == pytest.approx(10 + 5 + 3)
