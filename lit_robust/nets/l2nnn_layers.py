@@ -45,9 +45,22 @@ def _row_gram_bound(w: torch.Tensor) -> torch.Tensor:
 
 
 def gram_bound(weight: torch.Tensor) -> torch.Tensor:
-    """b(W) = min(r(W^T W), r(W W^T)) for W of shape (G, m, n) -> (G,), computed in float32 or higher."""
+    """b(W) = min(r(W^T W), r(W W^T)) for W of shape (G, m, n) -> (G,), computed in float32 or higher.
+
+    The small Gram matrix (min(m, n) square) is computed first; any row of the large one gives a lower
+    bound on its r (the row of the longest vector: one matrix-vector product), and when that bound already
+    reaches the small r, the min is the small r and the O(max(m, n)^2 min(m, n)) large Gram is skipped.
+    Same value, same gradient: only the cost changes (12x less for a 512 x 6272 layer)."""
     w = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
-    return torch.minimum(_row_gram_bound(w.mT), _row_gram_bound(w))
+    small, large = (w, w.mT) if w.shape[-2] <= w.shape[-1] else (w.mT, w)
+    r_small = _row_gram_bound(small)
+    with torch.no_grad():
+        longest = large.detach().norm(dim=-1).argmax(dim=-1)  # (G,)
+        row = large.detach()[torch.arange(large.shape[0], device=w.device), longest]
+        lower = torch.einsum("gn,gmn->gm", row, large.detach()).abs().sum(dim=-1)
+    if bool((lower > r_small.detach()).all()):
+        return r_small
+    return torch.minimum(_row_gram_bound(large), r_small)
 
 
 def gram_penalty(weight: torch.Tensor) -> torch.Tensor:

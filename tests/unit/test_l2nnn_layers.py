@@ -66,17 +66,33 @@ def test_bound_is_exact_for_orthonormal_rows_and_single_rows():
 
 
 def test_bound_gradient_equals_the_full_gram_computation():
-    """Only the maximising Gram row is recomputed with autograd: same value and same subgradient."""
-    w = torch.randn(3, 12, 30, dtype=torch.float64, requires_grad=True)
+    """Only the maximising Gram row is recomputed with autograd, and the large Gram matrix only when a row
+    of it does not already exceed the small one's r: same value and same subgradient as the full
+    computation, on wide, tall and sparse matrices, both where the large Gram is skipped and where not."""
 
     def reference(w):
         r = lambda m: m.abs().sum(-1).amax(-1)  # noqa: E731
         return torch.minimum(r(w.mT @ w), r(w @ w.mT))
 
-    (g1,) = torch.autograd.grad(gram_bound(w).sum(), w)
-    (g2,) = torch.autograd.grad(reference(w).sum(), w)
-    assert torch.allclose(gram_bound(w), reference(w))
-    assert torch.allclose(g1, g2)
+    g = torch.Generator().manual_seed(0)
+    skipped = []
+    for i in range(200):
+        m, n = torch.randint(1, 14, (2,), generator=g).tolist()
+        w = torch.randn(3, m, n, generator=g, dtype=torch.float64)
+        if i % 2:
+            w = w * (torch.rand(3, m, n, generator=g) < 0.3)  # sparse: often the large Gram's r is smaller
+        w.requires_grad_()
+        (g1,) = torch.autograd.grad(gram_bound(w).sum(), w)
+        (g2,) = torch.autograd.grad(reference(w).sum(), w)
+        assert torch.allclose(gram_bound(w), reference(w), rtol=1e-12, atol=0)
+        assert torch.allclose(g1, g2)
+        small, large = (w, w.mT) if m <= n else (w.mT, w)
+        skipped.append(
+            bool(
+                ((large @ large.mT).abs().sum(-1).amax(-1) > (small @ small.mT).abs().sum(-1).amax(-1)).all()
+            )
+        )
+    assert 20 < sum(skipped) < 180  # both paths were taken
 
 
 def test_penalty_is_zero_within_the_bound_and_positive_outside():
