@@ -93,6 +93,20 @@ def wall_minutes(runs: list[dict]) -> float:
     return total / 60
 
 
+def jobs_speed(out: Path) -> str:
+    """What ``--jobs 2`` gained, from the chunk records: wall minutes per chunk alone (2 threads) and two
+    at a time (1 thread each), over every method's chunks."""
+    chunks = [load(p)["script"] for p in sorted(out.glob("*/chunk_*.json"))]
+    alone = [c["eval_minutes"] for c in chunks if (c.get("threads") or 2) == 2]
+    paired = [c for c in chunks if c.get("threads") == 1 and "started" in c]
+    if not (alone and paired):
+        return ""
+    return (
+        f": wall minutes per chunk {statistics.mean(alone):.1f} alone (over {len(alone)}), "
+        f"{wall_minutes(paired) / len(paired):.1f} two at a time (over {len(paired)})"
+    )
+
+
 def mnist_section() -> list[str]:
     out = DOCS / "results" / "mnist_long"
     lines = [
@@ -105,8 +119,7 @@ def mnist_section() -> list[str]:
             "validation split (PGD-20), then runs `evaluate --suite table` (clean, PGD-40, APGD-CE, "
             "BETA-10, the official standard AutoAttack) on all 10,000 test images in chunks of 500 "
             "(`--budget_minutes` spreads them over sessions; `--jobs 2` runs two at once with one thread "
-            "each, which on this machine took 13 min per pair against 10 min per chunk alone: TRADES' "
-            "first three chunks) and merges them. A sample counts only if it "
+            f"each{jobs_speed(out)}) and merges them. A sample counts only if it "
             "is correct clean and under the attack; worst case is per sample over all attacks. The paper "
             "rows are the official AutoAttack's re-evaluation of the published models (Croce & Hein 2020,"
             " Table 2) and what the papers reported with their own attacks."
