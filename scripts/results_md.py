@@ -24,7 +24,8 @@ from lit_robust.evaluation import Report, merge_reports
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
-MACHINE = "2-core CPU VM (AMD EPYC, no GPU), torch 2.13.0, 2 threads"
+THREADS = 2  # torch threads of every run recorded without its own count
+MACHINE = f"2-core CPU VM (AMD EPYC, no GPU), torch 2.13.0, {THREADS} threads"
 TEST_SIZE = 10_000
 
 #: MNIST L_inf eps 0.3: (paper, its figure as re-evaluated by the official AutoAttack (Croce & Hein, ICML
@@ -78,7 +79,7 @@ def chunks_so_far(folder: Path) -> dict | None:
         "chunks": len(reports),
         "chunks_warned": sum(bool(r.get("warnings", {}).get("autoattack")) for r in reports),
         "eval_minutes": wall_minutes([r["script"] for r in reports]),
-        "threads": sorted({r["script"].get("threads") or 2 for r in reports}),
+        "threads": sorted({r["script"].get("threads") or THREADS for r in reports}),
     }
 
 
@@ -97,7 +98,7 @@ def jobs_speed(out: Path) -> str:
     """What ``--jobs 2`` gained, from the chunk records: wall minutes per chunk alone (2 threads) and two
     at a time (1 thread each), over every method's chunks."""
     chunks = [load(p)["script"] for p in sorted(out.glob("*/chunk_*.json"))]
-    alone = [c["eval_minutes"] for c in chunks if (c.get("threads") or 2) == 2]
+    alone = [c["eval_minutes"] for c in chunks if (c.get("threads") or THREADS) == THREADS]
     paired = [c for c in chunks if c.get("threads") == 1 and "started" in c]
     if not (alone and paired):
         return ""
@@ -160,7 +161,7 @@ def mnist_section() -> list[str]:
         wall = f"fit {fit['minutes']:.0f} min"
         if accuracy:
             wall += f", eval {so_far['eval_minutes']:.0f} min"
-            if so_far["threads"] != [2]:
+            if so_far["threads"] != [THREADS]:
                 wall += " (threads per chunk: " + ", ".join(map(str, so_far["threads"])) + ")"
         lines.append(
             f"| ours | {cells} | {images} | {wall} | `python scripts/mnist_long.py --methods {key}` |"
