@@ -3,15 +3,18 @@
 SLURM sends SIGUSR1 some time before a job's end when asked to (``#SBATCH --signal=USR1@120``) and
 SIGTERM when it preempts or cancels it; torchrun and container schedulers send SIGTERM. Either signal
 only sets a flag here. At the end of the running training batch (where ``last.ckpt`` resumes bit-exactly:
-the same point as ``checkpoint_every_n_steps``) all ranks agree that one of them was signalled, the fit
-writes ``last.ckpt`` in the run's checkpoint folder, rank 0 runs ``scontrol requeue <job id>`` when
-``SLURM_JOB_ID`` is set, and the fit stops with :class:`~lit_robust.errors.Preempted` (the CLI prints one
-line and exits with 128 + the signal number). The requeued job runs the same command with
-``--ckpt_path auto`` and continues from that checkpoint.
+the same point as ``checkpoint_every_n_steps``; after the last batch of an epoch, or one that a validation
+follows, it waits for the next batch, see :mod:`~lit_robust.callbacks.mid_epoch_checkpoint`) all ranks agree
+that one of them was signalled, the fit writes ``last.ckpt`` in the run's checkpoint folder, rank 0 runs
+``scontrol requeue <job id>`` when ``SLURM_JOB_ID`` is set, and the fit stops with
+:class:`~lit_robust.errors.Preempted` (the CLI prints one line and exits with 128 + the signal number).
+The requeued job runs the same command with ``--ckpt_path auto`` and continues from that checkpoint.
 
-Every :class:`~lit_robust.methods.RobustClassifier` adds this callback (``configure_callbacks``); Lightning's
-own SLURM handler (an ``hpc_ckpt`` written inside the signal handler, in the middle of a step) is replaced
-while training runs.
+A signal that arrives after the last batch (during the final validation) lets the fit finish. Every
+:class:`~lit_robust.methods.RobustClassifier` adds this callback (``configure_callbacks``); the handlers are
+installed when the fit starts, before the sanity check, so that Lightning's own SLURM handler (an
+``hpc_ckpt`` written inside the signal handler, in the middle of a step) never takes SIGUSR1, and again when
+training starts, over the SIGTERM handler Lightning installs in between.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lit_robust.callbacks.mid_epoch_checkpoint import resumes_exactly
 from lit_robust.errors import ConfigError, Preempted
 
 __all__ = ["Preemption", "slurm_job_id"]
@@ -61,13 +65,22 @@ class Preemption(Callback):
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum  # only a flag: the work happens at the end of the batch
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
         for signum in self.signals:
-            self._previous[signum] = signal.signal(signum, self._handle)
+            previous = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, previous)  # the one from before the fit, put back at teardown
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._install()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._install()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if not resumes_exactly(trainer):
+            return  # the same decision on every rank: no collective call skipped by some
         signalled = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
         if not signalled:
             return

@@ -29,6 +29,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from lit_robust.attacks import PGD, Attack
 from lit_robust.attacks.base import PRECISIONS
 from lit_robust.attacks.threat import canonical_norm
+from lit_robust.callbacks.mid_epoch_checkpoint import MidEpochCheckpoint
 from lit_robust.callbacks.preemption import Preemption
 from lit_robust.checkpoint import check_fits, load_net, net_weights, rng_states, set_rng_states
 from lit_robust.checkpoint_io import AtomicCheckpointIO
@@ -473,10 +474,10 @@ class RobustClassifier(LightningModule):
             ModelCheckpoint(**last),
         ]
         if self.checkpoint_every_n_steps:
-            callbacks.append(ModelCheckpoint(**last, every_n_train_steps=self.checkpoint_every_n_steps))
+            callbacks.append(MidEpochCheckpoint(**last, every_n_train_steps=self.checkpoint_every_n_steps))
         if self.checkpoint_every_minutes:
             interval = timedelta(minutes=self.checkpoint_every_minutes)
-            callbacks.append(ModelCheckpoint(**last, train_time_interval=interval))
+            callbacks.append(MidEpochCheckpoint(**last, train_time_interval=interval))
         return callbacks
 
 

@@ -107,6 +107,28 @@ def weights(version: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state["state_dict"].items() if k.startswith("net.")}
 
 
+def fake_slurm(folder: Path) -> tuple[dict[str, str], Path]:
+    """The environment of a 1-task SLURM job whose ``scontrol`` only records its arguments (in the file
+    returned with it)."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    record = folder / "scontrol.args"
+    fake = bin_dir / "scontrol"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    fake.chmod(0o755)
+    slurm = env(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        SLURM_JOB_ID="4242",
+        SLURM_JOB_NAME="lit_robust_test",
+        SLURM_NTASKS="1",
+        SLURM_PROCID="0",
+        SLURM_LOCALID="0",
+        SLURM_NODEID="0",
+        SLURM_NODELIST="localhost",
+    )
+    return slurm, record
+
+
 @pytest.fixture(scope="module")
 def reference(mnist_root, tmp_path_factory) -> Path:
     """The uninterrupted fit: its version folder."""
@@ -165,22 +187,7 @@ def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_resumes_exactly
     reference, mnist_root, tmp_path
 ):
     write_config(tmp_path, mnist_root)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    record = tmp_path / "scontrol.args"
-    fake = bin_dir / "scontrol"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
-    fake.chmod(0o755)
-    slurm = env(
-        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        SLURM_JOB_ID="4242",
-        SLURM_JOB_NAME="lit_robust_test",
-        SLURM_NTASKS="1",
-        SLURM_PROCID="0",
-        SLURM_LOCALID="0",
-        SLURM_NODEID="0",
-        SLURM_NODELIST="localhost",
-    )
+    slurm, record = fake_slurm(tmp_path)
     version = tmp_path / "logs" / "run" / "version_0"
     last = version / "checkpoints" / "last.ckpt"
     proc = start(tmp_path, "--ckpt_path", "auto", environ=slurm)
@@ -240,3 +247,74 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_last_ckpt(mnist_ro
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "global step 5" in resumed.stderr
     assert not any(folder.glob(".last.ckpt.*.tmp"))  # cleaned up by the next write
+
+
+SIGNAL_AT = """
+import os, signal, sys
+from lit_robust.methods.base import RobustClassifier
+hook, step, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sys.argv = [sys.argv[0], *sys.argv[4:]]
+original = getattr(RobustClassifier, hook)
+def send(self, *args, **kwargs):  # step -1: during the sanity check
+    t = self.trainer
+    if not getattr(send, "done", False) and t.sanity_checking == (step < 0) and t.global_step == max(step, 0):
+        send.done = True
+        os.kill(os.getpid(), getattr(signal, name))
+    return original(self, *args, **kwargs)
+setattr(RobustClassifier, hook, send)
+from lit_robust.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    "hook, step, name, stops_at",
+    [
+        # during the last batch of epoch 0: validation and the epoch's end still have to run, so the
+        # checkpoint waits for the next resumable point (Lightning resumes a checkpoint written at the
+        # last batch as if they had run)
+        ("on_train_batch_start", 19, "SIGUSR1", 21),
+        # during the sanity check, before training: this handler (not Lightning's hpc_ckpt) takes it
+        ("on_validation_start", -1, "SIGUSR1", 1),
+        # a kill while epoch 0 validates: last.ckpt must not be the step-20 one written before validation
+        ("on_validation_start", 20, "SIGKILL", 15),
+    ],
+    ids=["usr1-last-batch", "usr1-sanity-check", "kill-in-validation"],
+)
+def test_a_stop_at_an_epoch_end_resumes_exactly(hook, step, name, stops_at, reference, mnist_root, tmp_path):
+    write_config(tmp_path, mnist_root)
+    slurm, record = fake_slurm(tmp_path)
+    driver = tmp_path / "signal_at.py"
+    driver.write_text(SIGNAL_AT)
+    command = [
+        sys.executable,
+        str(driver),
+        hook,
+        str(step),
+        name,
+        "fit",
+        "--config",
+        str(tmp_path / "config.yaml"),
+    ]
+    stopped = subprocess.run(
+        [*command, "--ckpt_path", "auto"],
+        cwd=tmp_path,
+        env=slurm,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    signum = getattr(signal, name)
+    last = tmp_path / "logs" / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    if signum == signal.SIGKILL:
+        assert stopped.returncode == -signal.SIGKILL, stopped.stderr[-3000:]
+    else:
+        assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
+        assert f"stopped by {name} at global step {stops_at} " in stopped.stderr
+        assert record.read_text().split() == ["requeue", "4242"]  # once, by this handler
+    assert last_step(last) == stops_at
+    assert not list(tmp_path.glob("hpc_ckpt_*.ckpt")), "Lightning's own SLURM handler wrote a checkpoint"
+    again = run(tmp_path, "--ckpt_path", "auto", environ=slurm)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"global step {stops_at}" in again.stderr
+    assert_same_run(tmp_path / "logs" / "run" / "version_0", reference)
