@@ -295,7 +295,7 @@ def l2nnn_section() -> list[str]:
     ]
     runs = (
         ("model3", "ours, CPU-sized (convs 16/32, FC 256-256-32, 6 epochs)", ""),
-        ("model3_long", "ours, convs 32/64, FC 512-512-64, 15 epochs", "_long"),
+        ("model3_long", "ours, convs 32/64, FC 512-512-64, 24 epochs", "_long"),
     )
     checks = []
     for key, label, _ in runs:
