@@ -10,6 +10,9 @@ import shlex
 import time
 from pathlib import Path
 
+import torch
+
+from lit_robust.checkpoint import read_checkpoint
 from lit_robust.cli import main
 
 
@@ -62,6 +65,18 @@ def digest(path: str) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_digest(path: str) -> str:
+    """SHA-256 of a checkpoint's ``state_dict`` (names, dtypes, shapes and bytes, in name order): equal for
+    two fits that reached the same weights, whatever else their files hold (paths, times, loop state), so a
+    bit-exact refit on a fresh machine is recognised as the model that earlier records evaluated."""
+    h = hashlib.sha256()
+    for name, value in sorted(read_checkpoint(path)["state_dict"].items()):
+        tensor = value.detach().cpu().contiguous()
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return h.hexdigest()
 
 

@@ -14,10 +14,11 @@ configs/mnist_l2nnn*.yaml, then
 
 ``model3_long`` is Model 3 with the paper-sized convs (32/64), FC 512-512-64 (half the guessed 1024-1024-128:
 0.24 s a step instead of 0.79 on 2 cores, three times the epochs in the same time) for 24 epochs with the
-learning rate divided by 10 after epochs 16 and 21 (about 3.1 minutes an epoch with validation); certified accuracy at L_2
-radius 0.5, 1, 1.5 and 2 on the 10,000 test images, and on the first ``--test_subset`` images the ``l2nnn``
-suite at eps 3 plus PGD-L2 (100 steps) and CW-L2 (100 it.) at each certified radius, so that the report
-checks per image that no attack inside a radius breaks a point certified there (``certified_but_broken``).
+learning rate divided by 10 after epochs 16 and 21 (about 3.1 minutes an epoch with validation); certified
+accuracy at L_2 radius 0.5, 1, 1.5 and 2 on the 10,000 test images, and on the first ``--test_subset``
+images the ``l2nnn`` suite at eps 3 plus PGD-L2 (100 steps) and CW-L2 (100 it.) at each certified radius,
+so that the report checks per image that no attack inside a radius breaks a point certified there
+(``certified_but_broken``).
 
 Every ``python -m lit_robust`` command is printed; finished fits, tests and evaluations are recorded under
 ``--out_dir`` (default docs/l2nnn) and reused.

@@ -12,6 +12,11 @@ Square warning is checked on the first ``--square_check`` test images with Squar
 and 2 restarts whenever AutoAttack's Square broke any point: points the stronger Square breaks that
 AutoAttack left robust make the model's number suspect.
 
+Records name the model they evaluated by two digests: the checkpoint file's and its weights' (``state_dict``
+bytes). A fresh machine has the committed records but no checkpoint: a method whose chunks are all recorded
+is not trained again, and one still missing chunks is refitted; the refit is bit-exact, so its weights'
+digest matches and the finished chunks still count (the script says so, or that they are evaluated again).
+
     python scripts/mnist_long.py --methods trades --fit_only          # ~90 min: fit, kill, resume
     python scripts/mnist_long.py --methods trades --budget_minutes 60 # evaluate chunks for an hour
     python scripts/mnist_long.py --methods trades --jobs 2            # two chunks at once, 1 thread each
@@ -36,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from _runs import digest
+from _runs import digest, weights_digest
 
 from lit_robust.checkpoint import read_checkpoint
 from lit_robust.evaluation import Report, merge_reports
@@ -185,6 +190,7 @@ def resume_and_compare(key: str, config: str, out_dir: Path, start: float, kill:
     fit = {
         "ckpt": str(best[0]),
         "ckpt_sha256": digest(str(best[0])),
+        "weights_sha256": weights_digest(str(best[0])),
         "log_dir": str(folder),
         "minutes": (time.time() - start) / 60,
         "killed_after_minutes": kill["minutes"],
@@ -222,6 +228,54 @@ def curves(key: str, fit: dict, out_dir: Path) -> dict:
     return fit
 
 
+def model_id(fit: dict) -> dict:
+    """What a report records of the model it evaluated: the checkpoint file's and the weights' digests."""
+    return {k: fit[k] for k in ("ckpt_sha256", "weights_sha256") if k in fit}
+
+
+def evaluated(report: Path, fit: dict) -> bool:
+    """Whether ``report`` exists and evaluated the model of ``fit``: the same weights (a bit-exact refit on
+    another machine included), or, for records written before weights were digested, the same file."""
+    if not report.is_file():
+        return False
+    script = json.loads(report.read_text())["script"]
+    if "weights_sha256" in script and "weights_sha256" in fit:
+        return script["weights_sha256"] == fit["weights_sha256"]
+    return script.get("ckpt_sha256") == fit["ckpt_sha256"]
+
+
+def complete(key: str, out_dir: Path, fit: dict | None, size: int) -> bool:
+    """Whether ``{key}_test.json`` exists and every chunk of the test set evaluated ``fit``'s model."""
+    return (
+        fit is not None
+        and (out_dir / f"{key}_test.json").is_file()
+        and all(evaluated(chunk_report(out_dir, key, o), fit) for o in range(0, TEST_SIZE, size))
+    )
+
+
+def fit_for(key: str, config: str, out_dir: Path, kill_at: float, min_lost: int, size: int) -> dict | None:
+    """The fit record of ``key``: ``None`` when its evaluation is complete (no checkpoint needed: a fresh
+    machine does not retrain it), else the reused or new fit. A refit says whether it reproduced the
+    weights that earlier chunks evaluated (they are kept) or not (they are evaluated again)."""
+    record = out_dir / f"{key}_fit.json"
+    previous = json.loads(record.read_text()) if record.is_file() else None
+    if complete(key, out_dir, previous, size):
+        print(f"\n{key}: all {TEST_SIZE} test images evaluated (delete {record} to redo it)", flush=True)
+        return None
+    fit = curves(key, fit_killed_and_resumed(key, config, out_dir, kill_at, min_lost), out_dir)
+    if previous and previous.get("weights_sha256") and previous["ckpt_sha256"] != fit["ckpt_sha256"]:
+        same = previous["weights_sha256"] == fit["weights_sha256"]
+        fit["weights_match_previous_fit"] = same
+        record.write_text(json.dumps(fit, indent=1))
+        stale = [p for p in sorted((out_dir / key).glob("chunk_*.json")) if not evaluated(p, fit)]
+        print(
+            f"{key}: the refit reproduced the weights of the recorded fit" if same else
+            f"{key}: the refit's weights differ from the recorded fit's: {len(stale)} chunk(s) of the "
+            "old weights are evaluated again", flush=True,
+        )  # fmt: skip
+    return fit
+
+
 def chunk_report(out_dir: Path, key: str, offset: int) -> Path:
     return out_dir / key / f"chunk_{offset:05d}.json"
 
@@ -233,7 +287,7 @@ def evaluate_chunks(
     time (each with ``os.cpu_count() // jobs`` threads); the finished chunk reports, in test-set order."""
 
     def done(dest: Path) -> bool:
-        return dest.is_file() and json.loads(dest.read_text())["script"]["ckpt_sha256"] == fit["ckpt_sha256"]
+        return evaluated(dest, fit)
 
     def run(offset: int) -> None:
         if time.time() <= deadline:
@@ -275,7 +329,7 @@ def evaluate(
     report = json.loads(made.read_text())
     end = time.time()
     report["script"] = {
-        "ckpt_sha256": fit["ckpt_sha256"],
+        **model_id(fit),
         "eval_minutes": (end - start) / 60,
         "threads": threads,
         "started": start,  # (unix times: chunks that ran at once overlap)
@@ -297,7 +351,7 @@ def square_recheck(key: str, config: str, fit: dict, out_dir: Path, n: int) -> d
     )
     if n <= 0 or not square:  # only when Square broke points the white-box components had left
         return None
-    if not (dest.is_file() and json.loads(dest.read_text())["script"]["ckpt_sha256"] == fit["ckpt_sha256"]):
+    if not evaluated(dest, fit):
         evaluate(key, config, fit, out_dir, 0, n, ["--suite=quick", f"--attacks={STRONG_SQUARE}"], dest)
     check = json.loads(dest.read_text())["per_sample"]["square-4x"]
     aa = [v for c in chunks for v in json.loads(c.read_text())["per_sample"]["autoattack"]][:n]
@@ -338,8 +392,8 @@ def main() -> None:
     deadline = time.time() + 60 * args.budget_minutes
     for key in args.methods:
         name, config = METHODS[key]
-        fit = curves(key, fit_killed_and_resumed(key, config, out_dir, args.kill_at, args.min_lost), out_dir)
-        if args.fit_only:
+        fit = fit_for(key, config, out_dir, args.kill_at, args.min_lost, args.chunk_size)
+        if fit is None or args.fit_only:
             continue
         for _ in range(2):  # the recheck as soon as the chunks of its images are in, then the other chunks
             if time.time() < deadline and (

@@ -80,12 +80,63 @@ def test_the_test_set_is_evaluated_in_chunks_that_merge_into_one_report(killed_a
     assert [p.name for p in chunks] == ["chunk_00000.json", "chunk_00016.json"]
     reports = [json.loads(p.read_text()) for p in chunks]
     assert [r["meta"].get("first_index", 0) for r in reports] == [0, 16]
-    assert all(r["script"]["ckpt_sha256"] == fit["ckpt_sha256"] for r in reports)
+    assert all(r["script"] == {**r["script"], **mnist_long.model_id(fit)} for r in reports)
+    assert all(mnist_long.evaluated(p, fit) for p in chunks)
     assert [r["script"]["threads"] for r in reports] == [1, 1]
     merged = mnist_long.merged("tiny", folder, chunks, 16)
     per_sample = merged["report"]["per_sample"]
     assert per_sample["clean"] == reports[0]["per_sample"]["clean"] + reports[1]["per_sample"]["clean"]
     assert (folder / "tiny_test.json").is_file()
+
+
+def test_a_refit_reproduces_the_weights_so_the_finished_chunks_carry_over(killed_and_resumed):
+    """A fresh machine has the committed records but no checkpoint: an uninterrupted refit reaches the
+    killed-and-resumed run's weights bit for bit (another file: its paths and loop state differ), so the
+    chunks that evaluated those weights still count and only the missing ones run."""
+    from _runs import digest, weights_digest
+
+    folder, fit = killed_and_resumed
+    assert fit["weights_sha256"] == weights_digest(fit["ckpt"])
+    done = subprocess.run(
+        [sys.executable, "-m", "lit_robust", *mnist_long.fit_args(str(folder / "tiny.yaml"))],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    refit = sorted(Path(fit["log_dir"]).parent.glob("version_*/checkpoints/best*.ckpt"))[-1]
+    assert refit.parent != Path(fit["ckpt"]).parent
+    assert weights_digest(str(refit)) == fit["weights_sha256"]
+    assert digest(str(refit)) != fit["ckpt_sha256"]
+    refit_record = {"ckpt_sha256": digest(str(refit)), "weights_sha256": weights_digest(str(refit))}
+    chunk = folder / "refit" / "chunk_00000.json"
+    chunk.parent.mkdir()
+    chunk.write_text(json.dumps({"script": mnist_long.model_id(fit)}))
+    assert mnist_long.evaluated(chunk, refit_record)
+    assert not mnist_long.evaluated(chunk, {**refit_record, "weights_sha256": "0" * 64})
+    legacy = {"ckpt_sha256": fit["ckpt_sha256"]}  # records made before weights were digested
+    chunk.write_text(json.dumps({"script": legacy}))
+    assert mnist_long.evaluated(chunk, fit) and not mnist_long.evaluated(chunk, refit_record)
+
+
+def test_a_method_evaluated_on_every_chunk_is_not_retrained(tmp_path, monkeypatch):
+    """Its checkpoint gone (a fresh machine), a method whose chunks and merged report are all recorded is
+    left alone; one chunk missing, it is fitted again (here: the fit is replaced by a marker)."""
+    monkeypatch.setattr(mnist_long, "TEST_SIZE", 32)
+    fit = {"ckpt": str(tmp_path / "gone.ckpt"), "ckpt_sha256": "a" * 64, "weights_sha256": "b" * 64}
+    (tmp_path / "m_fit.json").write_text(json.dumps(fit))
+    (tmp_path / "m_test.json").write_text("{}")
+    for offset in (0, 16):
+        chunk = mnist_long.chunk_report(tmp_path, "m", offset)
+        chunk.parent.mkdir(exist_ok=True)
+        chunk.write_text(json.dumps({"script": mnist_long.model_id(fit)}))
+
+    def refit(*args):
+        raise RuntimeError("refit")
+
+    monkeypatch.setattr(mnist_long, "fit_killed_and_resumed", refit)
+    assert mnist_long.fit_for("m", "unused.yaml", tmp_path, 0.5, 5, 16) is None
+    mnist_long.chunk_report(tmp_path, "m", 16).unlink()
+    with pytest.raises(RuntimeError, match="refit"):
+        mnist_long.fit_for("m", "unused.yaml", tmp_path, 0.5, 5, 16)
 
 
 def _quick(evaluate):
