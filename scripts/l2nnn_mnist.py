@@ -121,8 +121,34 @@ def diagnostics(args: list[str], ckpt: str, n_images: int = 1000) -> dict:
     }
 
 
+def recorded(key: str, out_dir: Path) -> dict | None:
+    """The table row of ``key`` from its committed records alone (no checkpoint needed): its fit, its test
+    of the chosen checkpoint and, but for the noisy-label run, the evaluation of that checkpoint."""
+    name, config, _, which = RUNS[key]
+    fit, test, done = (out_dir / f"{key}{s}.json" for s in ("_fit", "_test", ""))
+    if not (fit.is_file() and test.is_file()):
+        return None
+    fit, test = json.loads(fit.read_text()), json.loads(test.read_text())
+    row = {"key": key, "name": name, "config": config, "fit": fit, "test": test}
+    if test.get("ckpt") != fit[which]:
+        return None
+    if key == "noisy75":
+        return row
+    done = json.loads(done.read_text()) if done.is_file() else None
+    if done is None or done["report"]["meta"]["ckpt_path"] != fit[which]:
+        return None
+    return {**row, **done}
+
+
 def run(key: str, data_dir: str, test_subset: int, out_dir: Path, fit_only: bool) -> dict | None:
     name, config, extra, which = RUNS[key]
+    record = out_dir / f"{key}_fit.json"
+    if not fit_only and (row := recorded(key, out_dir)) and not Path(row["fit"][which]).is_file():
+        print(
+            f"\n{name}: fitted, tested and evaluated (records in {out_dir}; delete {record} to redo)",
+            flush=True,
+        )
+        return row  # a fresh machine: the records stand, the checkpoint is not retrained to redo them
     common = [
         "--config",
         config,
@@ -216,11 +242,9 @@ def tables(rows: list[dict]) -> str:
 def main_script() -> None:
     args = script_args(__doc__, "runs", list(RUNS), "docs/l2nnn", default=["model3", "model4", "noisy75"])
     out_dir = Path(args.out_dir)
-    rows = [
-        r for key in args.runs if (r := run(key, args.data_dir, args.test_subset, out_dir, args.fit_only))
-    ]
-    if rows:
-        text = tables(rows)
+    ran = {k: r for k in args.runs if (r := run(k, args.data_dir, args.test_subset, out_dir, args.fit_only))}
+    if ran:  # the table keeps every recorded run, not only those of this call
+        text = tables([r for k in RUNS if (r := ran.get(k) or recorded(k, out_dir))])
         (out_dir / "table.md").write_text(text)
         print("\n" + text)
 
