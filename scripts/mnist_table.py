@@ -7,12 +7,14 @@ the original budgets) on the first ``--test_subset`` MNIST test images at L_inf 
                                   [--fit_only]
 
 Each step prints the exact ``python -m lit_robust`` command it runs, so any row can be redone by hand.
-A finished fit is recorded in ``{out_dir}/{method}_fit.json`` and reused on the next call.
+A finished fit is recorded in ``{out_dir}/{method}_fit.json`` and reused on the next call; where its
+checkpoint is gone (a fresh clone), a method with a recorded evaluation is not retrained.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -35,8 +37,25 @@ METHODS = {
 COLUMNS = ("clean", "pgd-40", "apgd-ce", "beta-10", "autoattack", "worst_case")
 
 
+def recorded(key: str, out_dir: Path, test_subset: int) -> dict | None:
+    """The row of ``key`` from its committed records alone (no checkpoint needed): its fit and the
+    evaluation of that fit's checkpoint on ``test_subset`` images."""
+    fit, done = out_dir / f"{key}_fit.json", out_dir / f"{key}.json"
+    if not (fit.is_file() and done.is_file()):
+        return None
+    fit, done = json.loads(fit.read_text()), json.loads(done.read_text())
+    meta = done["report"]["meta"]
+    if meta["ckpt_path"] != fit["ckpt"] or meta["n_samples"] != test_subset:
+        return None
+    name, config, _ = METHODS[key]
+    return {"name": name, "config": config, "fit_minutes": fit["minutes"], "ckpt": fit["ckpt"], **done}
+
+
 def run(key: str, data_dir: str, test_subset: int, out_dir: Path, fit_only: bool = False) -> dict | None:
     name, config, extra = METHODS[key]
+    if not fit_only and (row := recorded(key, out_dir, test_subset)) and not Path(row["ckpt"]).is_file():
+        print(f"\n{name}: fitted and evaluated (delete {out_dir / f'{key}_fit.json'} to redo)", flush=True)
+        return row  # a fresh machine: the records stand, the checkpoint is not retrained to redo them
     common = [
         "--config",
         config,
@@ -116,13 +135,16 @@ def _broken(entry: dict) -> str:
 def main_table() -> None:
     args = script_args(__doc__, "methods", list(METHODS), "docs/mnist_table")
     out_dir = Path(args.out_dir)
-    rows = []
-    for key in args.methods:
-        row = run(key, args.data_dir, args.test_subset, out_dir, args.fit_only)
-        if row is not None:
+    rows, ran = [], False
+    for key in METHODS:  # the table keeps every recorded method, not only those of this call
+        chosen = key in args.methods
+        row = run(key, args.data_dir, args.test_subset, out_dir, args.fit_only) if chosen else None
+        ran = ran or row is not None
+        if row is not None or (row := recorded(key, out_dir, args.test_subset)) is not None:
             rows.append(row)
-            (out_dir / "table.md").write_text(table(rows, args.test_subset))
-    if not rows:
+            if ran:
+                (out_dir / "table.md").write_text(table(rows, args.test_subset))
+    if not ran:
         return
     print("\n" + table(rows, args.test_subset))
     for r in rows:

@@ -178,7 +178,7 @@ def test_wall_time_of_chunks_that_ran_at_once_counts_overlaps_once():
     assert results_md.wall_minutes(runs) == pytest.approx(10 + 5 + 3)
 
 
-def test_l2nnn_rows_come_from_the_committed_records_without_refitting(monkeypatch):
+def test_l2nnn_rows_come_from_the_committed_records_without_refitting(monkeypatch, tmp_path):
     """A fresh machine has docs/l2nnn's records but none of their checkpoints: ``run`` returns each row
     from the records instead of fitting again, and the table they give is the committed table.md (a
     call for one run no longer rewrites it with that run alone)."""
@@ -188,9 +188,25 @@ def test_l2nnn_rows_come_from_the_committed_records_without_refitting(monkeypatc
         raise AssertionError("refitted a recorded run")
 
     monkeypatch.setattr(l2nnn_mnist, "fit_once", refit)
+    monkeypatch.chdir(tmp_path)  # (the records' checkpoint paths are relative: none of them is here)
     out = REPO / "docs" / "l2nnn"
     keys = ["model3", "model4", "noisy75"]
     rows = [l2nnn_mnist.run(k, "unused", 200, out, fit_only=False) for k in keys]
     assert [r["key"] for r in rows] == keys and all(not Path(r["fit"]["ckpt"]).is_file() for r in rows)
     everything = [r for k in l2nnn_mnist.RUNS if (r := l2nnn_mnist.recorded(k, out))]
     assert l2nnn_mnist.tables(everything) == (out / "table.md").read_text()
+
+
+def test_mnist_table_rows_come_from_the_committed_records_without_refitting(monkeypatch, tmp_path):
+    """The same for docs/mnist_table: every method's row from its records, the committed table.md."""
+    import mnist_table
+
+    def refit(*args):
+        raise AssertionError("refitted a recorded run")
+
+    monkeypatch.setattr(mnist_table, "fit_once", refit)
+    monkeypatch.chdir(tmp_path)
+    out = REPO / "docs" / "mnist_table"
+    rows = [mnist_table.run(k, "unused", 200, out) for k in mnist_table.METHODS]
+    assert all(not Path(r["ckpt"]).is_file() for r in rows)
+    assert mnist_table.table(rows, 200) == (out / "table.md").read_text()
