@@ -4,6 +4,7 @@ and record finished fits/evaluations as JSON so that a second call reuses them."
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import shlex
@@ -66,6 +67,18 @@ def digest(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def val_curve(log_dir: str, columns: dict[str, str]) -> list[dict]:
+    """Per validated epoch of the CSV log in ``log_dir``: ``{"epoch": e, name: value}`` for each
+    ``name: metric`` of ``columns`` (an epoch logged twice, by a killed and its resumed run, counts once)."""
+    metrics = Path(log_dir) / "metrics.csv"
+    if not metrics.is_file():
+        return []
+    with metrics.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if all(r.get(m) for m in columns.values())]
+    by_epoch = {int(r["epoch"]): {k: float(r[m]) for k, m in columns.items()} for r in rows}
+    return [{"epoch": e, **by_epoch[e]} for e in sorted(by_epoch)]
 
 
 def weights_digest(path: str) -> str:

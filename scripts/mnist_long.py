@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from _runs import digest, weights_digest
+from _runs import digest, val_curve, weights_digest
 
 from lit_robust.checkpoint import read_checkpoint
 from lit_robust.evaluation import Report, merge_reports
@@ -209,16 +209,7 @@ def resume_and_compare(key: str, config: str, out_dir: Path, start: float, kill:
 def curves(key: str, fit: dict, out_dir: Path) -> dict:
     """The validation curve per epoch (clean and PGD-20 robust accuracy) into the fit record, and the run's
     plots (``lit_robust plot``: robust_overfitting.png shows whether robust accuracy fell after its best)."""
-    by_epoch = {
-        int(r["epoch"]): {
-            "epoch": int(r["epoch"]),
-            "clean": float(r["val/clean_acc"]),
-            "robust": float(r["val/robust_acc"]),
-        }
-        for r in read_rows(Path(fit["log_dir"]) / "metrics.csv")
-        if r.get("val/robust_acc")
-    }
-    curve = [by_epoch[e] for e in sorted(by_epoch)]
+    curve = val_curve(fit["log_dir"], {"clean": "val/clean_acc", "robust": "val/robust_acc"})
     if fit.get("val_curve") != curve:
         fit["val_curve"] = curve
         (out_dir / f"{key}_fit.json").write_text(json.dumps(fit, indent=1))
