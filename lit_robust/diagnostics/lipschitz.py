@@ -69,15 +69,17 @@ def jacobian_norm(
     """Per-sample local Jacobian spectral norm ||J_f(x_i)||_2 for a batch x (N, ...) -> (N,).
 
     ``f`` must treat samples independently (eval mode: no batch statistics). Power iteration with
-    J^T J v = vjp(jvp(v)), on all samples at once."""
+    J^T J v = vjp(jvp(v)), on all samples at once. Each iterate is detached: functorch's products stay
+    differentiable in the parameters of ``f``, and chaining them kept every iteration's graph (memory
+    linear in ``iters``: 24 GB for 250 MNIST images through an L2NNN at 30 iterations)."""
     x = x.detach()
     v = _unit(torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device))
     with torch.enable_grad():
         _, pullback = vjp(f, x)
         for _ in range(iters):
             _, jv = jvp(f, (x,), (v,))
-            (jtjv,) = pullback(jv)
-            v = _unit(jtjv)
+            (jtjv,) = pullback(jv.detach())
+            v = _unit(jtjv.detach())
         _, jv = jvp(f, (x,), (v,))
     return jv.detach().flatten(1).norm(dim=1)
 

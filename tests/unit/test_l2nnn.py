@@ -4,6 +4,8 @@ the gap certificate against attacks, the loss maths, the weight-scheme switch an
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -132,6 +134,25 @@ def test_trained_network_every_logit_is_nonexpansive(trained):
     # a multi-L2NNN's whole Jacobian may exceed 1, but never sqrt(K)
     jac = jacobian_norm(module.net, x[:20], iters=30)
     assert (jac <= math.sqrt(10) + 1e-4).all()
+
+
+def test_jacobian_power_iteration_memory_does_not_grow_with_the_iterations():
+    """Each vjp(jvp(v)) iterate of ``jacobian_norm`` is detached: chained, every iteration's graph (it stays
+    differentiable in the net's parameters) was kept alive, and the L2NNN diagnostics of a 32/64-channel
+    net ran out of 24 GB. Peak memory of 50 iterations over that of 2, in a fresh process: ~1 GB before."""
+    code = (
+        "import resource, torch\n"
+        "from torch import nn\n"
+        "from lit_robust.diagnostics.lipschitz import jacobian_norm\n"
+        "torch.manual_seed(0)\n"
+        "net, x = nn.Sequential(nn.Linear(784, 2048), nn.Tanh(), nn.Linear(2048, 10)), torch.rand(256, 784)\n"
+        "jacobian_norm(net, x, iters=2)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "jacobian_norm(net, x, iters=50)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(done.stdout.split()[-1]) < 100, f"{done.stdout.split()[-1]} MB more for 48 more iterations"
 
 
 def test_separate_nets_and_cifar_topology_are_nonexpansive():
