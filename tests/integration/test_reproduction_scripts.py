@@ -178,6 +178,18 @@ def test_wall_time_of_chunks_that_ran_at_once_counts_overlaps_once():
     assert results_md.wall_minutes(runs) == pytest.approx(10 + 5 + 3)
 
 
+def test_the_masking_sentence_follows_the_numbers():
+    """Our drop from PGD-40 to AutoAttack is called "common to MNIST adversarial training" only when it is
+    about the paper's own (Madry et al.: 89.62 -> 88.50, 1.12 points); a drop of 5 points is masking of
+    our own (the generated page once said "common" for any drop)."""
+    import results_md
+
+    assert "common to MNIST adversarial training" in results_md.masking_fact("pgd_at", 1.5, [])
+    large = results_md.masking_fact("pgd_at", 5.11, [])
+    assert "common" not in large and "3.99 more: masking of our own" in large
+    assert results_md.masking_fact("beta_at", 5.0, []).endswith("below our PGD-40")
+
+
 def test_l2nnn_rows_come_from_the_committed_records_without_refitting(monkeypatch, tmp_path):
     """A fresh machine has docs/l2nnn's records but none of their checkpoints: ``run`` returns each row
     from the records instead of fitting again, and the table they give is the committed table.md (a
