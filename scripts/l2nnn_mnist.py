@@ -57,13 +57,15 @@ ADV_CPU = [
 ]
 #: noisy labels on CPU: 2 epochs (the last one is tested: no early stopping on noisy validation labels)
 NOISY_CPU = [*CPU, "--trainer.max_epochs=2"]
+#: the epochs after which the long run divides its learning rate by 10
+LONG_MILESTONES = (16, 21)
 #: Model 3 as long as 2 cores allow in about 90 minutes (docs/results.md)
 LONG = [
     "--model.init_args.net.init_args.fc=[512,512,64]",
     "--model.init_args.radii=[0.5,1.0,1.5,2.0]",
     "--model.init_args.checkpoint_every_minutes=10",
     "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.MultiStepLR",
-    "--model.init_args.lr_scheduler.milestones=[16,21]",
+    f"--model.init_args.lr_scheduler.milestones=[{','.join(map(str, LONG_MILESTONES))}]",
     "--trainer.max_epochs=24",
     "--data.init_args.val_size=2000",
 ]
