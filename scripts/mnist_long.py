@@ -4,7 +4,8 @@ TRADES and BETA-AT (configs/mnist_{method}_cpu.yaml), then the official AutoAtta
 
 Each fit is killed once (SIGKILL) in the middle of the run and continued with ``--ckpt_path last``; every
 metric that both the killed and the resumed process logged for the same step (the training steps the kill
-lost and the resumed run did again) is compared exactly and the count goes into the record. The test set is
+lost and the resumed run did again) is compared exactly and the count goes into the record. A fit the script
+did not see end (the session ended) is continued from its ``last.ckpt`` by the next start. The test set is
 evaluated in chunks of ``--chunk_size`` images, each its own ``evaluate --suite table`` (clean, PGD-40,
 APGD-CE, BETA-10, the standard AutoAttack), so the hours of evaluation can be spread over sessions; the
 finished chunks are merged (``lit_robust.evaluation.merge_reports``) once all are there. AutoAttack's
@@ -39,6 +40,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import yaml
 from _runs import digest, val_curve, weights_digest
@@ -116,18 +118,90 @@ def run_folder(save_dir: Path, started: float) -> Path | None:
 
 def fit_killed_and_resumed(key: str, config: str, out_dir: Path, kill_at: float, min_lost: int) -> dict:
     """Fit ``config``; once ``kill_at`` of the epochs are done and the run has logged ``min_lost`` steps past
-    its ``last.ckpt``, SIGKILL it, continue with ``--ckpt_path last`` and compare what both logged."""
+    its ``last.ckpt``, SIGKILL it, continue with ``--ckpt_path last`` and compare what both logged.
+
+    A fit this script started and did not see end (the session ended, Ctrl-C) is continued from its
+    ``last.ckpt``, not started over: ``<save_dir>/{key}_fit_state.json`` (next to the runs, not in git)
+    says when it started, the minutes its earlier processes ran and, once it happened, the planned kill."""
     record = out_dir / f"{key}_fit.json"
     fit = json.loads(record.read_text()) if record.is_file() else None
     if fit is not None and Path(fit["ckpt"]).is_file() and digest(fit["ckpt"]) == fit["ckpt_sha256"]:
         print(f"\n{key}: reusing {fit['ckpt']} (delete {record} to retrain)", flush=True)
         return fit
-    start = time.time()
-    proc = lit_robust(fit_args(config), out_dir / f"{key}_fit.log")
+    state = FitState(config, key)
+    if state.interrupted():
+        kill = state.get("kill")
+        print(
+            f"\n{key}: continuing the fit interrupted after {state.minutes():.0f} min "
+            f"({'after' if kill else 'before'} the planned kill) from {state.last_ckpt()}", flush=True
+        )  # fmt: skip
+        if kill is not None:
+            return resume_and_compare(key, config, out_dir, state, kill)
+        args = [*fit_args(config), "--ckpt_path", "last"]
+    else:
+        state.begin()
+        args = fit_args(config)
+    proc = lit_robust(args, out_dir / f"{key}_fit.log")
     kill = kill_mid_run(
-        lambda: proc.poll() is None, lambda: (proc.kill(), proc.wait()), config, start, kill_at, min_lost
+        lambda: proc.poll() is None, lambda: (proc.kill(), proc.wait()), config, state, kill_at, min_lost
     )
-    return resume_and_compare(key, config, out_dir, start, kill)
+    state.update(kill={k: v for k, v in kill.items() if k != "rows"})
+    write_rows(out_dir / f"{key}_metrics_killed.csv", kill["rows"])
+    return resume_and_compare(key, config, out_dir, state, kill)
+
+
+class FitState:
+    """What survives an interruption of one fit of ``config`` by this script: ``started`` (when its first
+    process started: the run folder is the one written since), ``minutes`` (what its earlier processes
+    ran, up to their last write), ``since`` (when the current process started) and ``kill``."""
+
+    def __init__(self, config: str, key: str) -> None:
+        logger = yaml.safe_load(Path(config).read_text())["trainer"]["logger"]["init_args"]
+        self.save_dir = Path(logger["save_dir"]) / logger["name"]
+        self.path = self.save_dir / f"{key}_fit_state.json"
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def get(self, name: str) -> Any:
+        return self.data.get(name)
+
+    def update(self, **values: Any) -> None:
+        self.data.update(values)
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=1))
+
+    def begin(self) -> None:
+        now = time.time()
+        self.data = {}
+        self.update(started=now, since=now, minutes=0.0)
+
+    def folder(self) -> Path | None:
+        return run_folder(self.save_dir, self.data["started"]) if self.data else None
+
+    def last_ckpt(self) -> Path | None:
+        folder = self.folder()
+        last = folder / "checkpoints" / "last.ckpt" if folder else None
+        return last if last is not None and last.is_file() else None
+
+    def interrupted(self) -> bool:
+        """Whether an earlier process of this fit ended unseen leaving a ``last.ckpt``; if so, its minutes
+        (up to its last write) are added and the current process counts from now."""
+        if self.last_ckpt() is None:
+            return False
+        last_write = max(p.stat().st_mtime for p in self.folder().rglob("*") if p.is_file())
+        now = time.time()
+        self.update(
+            minutes=self.minutes(last_write), since=now, interruptions=self.data.get("interruptions", 0) + 1
+        )
+        return True
+
+    def minutes(self, until: float | None = None) -> float:
+        """Minutes this fit's processes ran: the earlier ones' and the current one's up to ``until``."""
+        return (
+            self.data["minutes"] + (max(until or time.time(), self.data["since"]) - self.data["since"]) / 60
+        )
+
+    def done(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def fit_args(config: str) -> list[str]:
@@ -138,21 +212,19 @@ def kill_mid_run(
     alive: Callable[[], bool],
     kill: Callable[[], object],
     config: str,
-    start: float,
+    state: FitState,
     kill_at: float,
     min_lost: int,
 ) -> dict:
-    """Wait for the fit of ``config`` started at ``start`` to finish ``kill_at`` of its epochs and log
-    ``min_lost`` steps past its ``last.ckpt``, then ``kill`` it (SIGKILL); what the killed run had logged."""
-    cfg = yaml.safe_load(Path(config).read_text())
-    logger = cfg["trainer"]["logger"]["init_args"]
-    save_dir, epochs = Path(logger["save_dir"]) / logger["name"], cfg["trainer"]["max_epochs"]
+    """Wait for the fit of ``config`` (``state``) to finish ``kill_at`` of its epochs and log ``min_lost``
+    steps past its ``last.ckpt``, then ``kill`` it (SIGKILL); what the killed run had logged."""
+    epochs = yaml.safe_load(Path(config).read_text())["trainer"]["max_epochs"]
     folder = None
     while True:
         time.sleep(POLL_SECONDS)
         if not alive():
             raise SystemExit(f"{config}: the fit ended before it could be killed (see its log)")
-        folder = folder or run_folder(save_dir, start)
+        folder = folder or state.folder()
         last = folder / "checkpoints" / "last.ckpt" if folder else None
         rows = read_rows(folder / "metrics.csv") if folder else []
         if not rows or last is None or not last.is_file():
@@ -168,40 +240,47 @@ def kill_mid_run(
                 f"killed the fit at epoch {epoch}, step {logged}; last.ckpt is step {ckpt_step}", flush=True
             )
             return {"folder": str(folder), "rows": rows, "at_step": logged, "ckpt_step": ckpt_step,
-                    "minutes": (time.time() - start) / 60}  # fmt: skip
+                    "minutes": state.minutes()}  # fmt: skip
 
 
-def resume_and_compare(key: str, config: str, out_dir: Path, start: float, kill: dict) -> dict:
-    """Continue the killed fit with ``--ckpt_path last``; compare every value both runs logged for the steps
-    after the checkpoint; record the best checkpoint (``{key}_fit.json``)."""
-    folder = Path(kill["folder"])
-    with (out_dir / f"{key}_metrics_killed.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(kill["rows"][0]))
+def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(kill["rows"])
-    resumed_start = time.time()
+        writer.writerows(rows)
+
+
+def resume_and_compare(key: str, config: str, out_dir: Path, state: FitState, kill: dict) -> dict:
+    """Continue the killed fit with ``--ckpt_path last``; compare every value both runs logged for the steps
+    after the checkpoint (the killed run's rows: ``{key}_metrics_killed.csv``); record the best checkpoint
+    (``{key}_fit.json``)."""
+    folder = Path(kill["folder"])
     wait_ok(
         lit_robust([*fit_args(config), "--ckpt_path", "last"], out_dir / f"{key}_fit.log"), f"{key}: resume"
     )
-    common, differ = compare_logged(kill["rows"], read_rows(folder / "metrics.csv"), kill["ckpt_step"])
+    killed = read_rows(out_dir / f"{key}_metrics_killed.csv")
+    common, differ = compare_logged(killed, read_rows(folder / "metrics.csv"), kill["ckpt_step"])
     best = sorted((folder / "checkpoints").glob("best*.ckpt"))
     if len(best) != 1:
         raise SystemExit(f"{key}: expected one best checkpoint in {folder / 'checkpoints'}, found {best}")
+    minutes = state.minutes()
     fit = {
         "ckpt": str(best[0]),
         "ckpt_sha256": digest(str(best[0])),
         "weights_sha256": weights_digest(str(best[0])),
         "log_dir": str(folder),
-        "minutes": (time.time() - start) / 60,
+        "minutes": minutes,
         "killed_after_minutes": kill["minutes"],
-        "resumed_minutes": (time.time() - resumed_start) / 60,
+        "resumed_minutes": minutes - kill["minutes"],
         "killed_at_step": kill["at_step"],
         "resumed_from_step": kill["ckpt_step"],
         "resume_compared_values": len(common),
         "resume_differing_values": differ[:20],
         "resume_exact": bool(common) and not differ,
+        **({"interruptions": n} if (n := state.get("interruptions")) else {}),
     }
     (out_dir / f"{key}_fit.json").write_text(json.dumps(fit, indent=1))
+    state.done()
     print(f"{key}: resume compared {len(common)} logged values, {len(differ)} differ", flush=True)
     return fit
 

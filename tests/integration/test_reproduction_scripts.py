@@ -60,6 +60,28 @@ def test_the_fit_is_killed_mid_run_and_resumes_exactly(killed_and_resumed):
     assert (folder / "tiny_metrics_killed.csv").is_file()
 
 
+def test_a_fit_interrupted_unseen_is_continued_not_started_over(killed_and_resumed, tmp_path, mnist_root):
+    """The session ends (SIGKILL, nothing recorded) after the fit's first last.ckpt and before the planned
+    kill: the next start continues that run in its own folder, still kills it once mid-run, compares, and
+    reaches the uninterrupted record's weights bit for bit."""
+    config = tmp_path / "cut.yaml"
+    config.write_text(CONFIG.format(data=mnist_root, logs=tmp_path / "logs"))
+    state = mnist_long.FitState(str(config), "cut")
+    state.begin()
+    proc = mnist_long.lit_robust(mnist_long.fit_args(str(config)))
+    cut = mnist_long.kill_mid_run(
+        lambda: proc.poll() is None, lambda: (proc.kill(), proc.wait()), str(config), state, 0.25, 3
+    )
+    fit = mnist_long.fit_killed_and_resumed("cut", str(config), tmp_path, kill_at=0.5, min_lost=5)
+    assert fit["interruptions"] == 1 and fit["resume_exact"], fit
+    assert fit["killed_at_step"] > cut["at_step"] and fit["minutes"] > cut["minutes"]
+    assert [p.name for p in (tmp_path / "logs" / "tiny").glob("version_*")] == ["version_0"]
+    assert fit["weights_sha256"] == killed_and_resumed[1]["weights_sha256"]
+    assert not state.path.is_file()
+    rows = mnist_long.read_rows(Path(fit["log_dir"]) / "metrics.csv")
+    assert sorted(int(r["epoch"]) for r in rows if r.get("val/clean_acc")) == [0, 1, 2, 3]
+
+
 def test_the_validation_curve_and_plots_come_from_the_whole_run(killed_and_resumed):
     folder, fit = killed_and_resumed
     fit = mnist_long.curves("tiny", dict(fit), folder)
