@@ -41,12 +41,13 @@ def cli(args: list[str]):
 
 
 def fit_once(record: Path, args: list[str], name: str) -> dict:
-    """``fit`` with ``args`` unless ``record`` names an existing checkpoint; returns the record:
-    ``ckpt`` (best on validation), ``last`` (last epoch), ``log_dir`` and ``minutes``."""
+    """``fit`` with ``args`` unless ``record`` names an existing checkpoint, then :func:`export_once`;
+    returns the record: ``ckpt`` (best on validation), ``last`` (last epoch), ``log_dir``, ``minutes``,
+    ``export`` and ``export_sha256``."""
     fit = json.loads(record.read_text()) if record.is_file() else None
     if fit is not None and Path(fit["ckpt"]).is_file():
         print(f"\n{name}: reusing {fit['ckpt']} (delete {record} to retrain)", flush=True)
-        return fit
+        return export_once(fit, record)
     start = time.perf_counter()
     trainer = cli(["fit", *args]).trainer
     ckpt = trainer.checkpoint_callback
@@ -57,6 +58,24 @@ def fit_once(record: Path, args: list[str], name: str) -> dict:
         "minutes": (time.perf_counter() - start) / 60,
     }
     record.write_text(json.dumps(fit))
+    return export_once(fit, record)
+
+
+def export_once(fit: dict, record: Path) -> dict:
+    """``export --ckpt_path <fit's best checkpoint>`` into the run's ``export/`` folder (out of git, like the
+    checkpoint) when the checkpoint is here; the export's path and its weights file's SHA-256 go into the
+    fit ``record`` (a bit-exact refit on another machine writes the same ``model.safetensors``: the
+    record's digest says whether it did). A digest that differs from the recorded one is said, and kept."""
+    if not Path(fit["ckpt"]).is_file():
+        return fit
+    cli(["export", f"--ckpt_path={fit['ckpt']}"])
+    folder = Path(fit["ckpt"]).parent.parent / "export"
+    exported = {"export": str(folder), "export_sha256": digest(str(folder / "model.safetensors"))}
+    if fit.get("export_sha256") not in (None, exported["export_sha256"]):
+        print(f"\n{record}: the new export's weights differ from the recorded export's", flush=True)
+    if {k: fit.get(k) for k in exported} != exported:
+        fit = {**fit, **exported}
+        record.write_text(json.dumps(fit, indent=1))
     return fit
 
 

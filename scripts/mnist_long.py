@@ -24,7 +24,9 @@ digest matches and the finished chunks still count (the script says so, or that 
     python scripts/mnist_long.py                                      # everything still missing
 
 Every step prints the ``python -m lit_robust`` command it runs. Records (JSON, committed) go to
-``--out_dir``; checkpoints and logs stay under ``logs/`` (not in git; rerunning the script redoes them).
+``--out_dir``; checkpoints, logs and each chosen checkpoint's export (``<run>/export/model.safetensors`` and
+``model.json``, its digest in the fit record) stay under ``logs/`` (not in git; rerunning the script redoes
+them).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _runs import digest, val_curve, weights_digest
+from _runs import digest, export_once, val_curve, weights_digest
 
 from lit_robust.checkpoint import read_checkpoint
 from lit_robust.evaluation import Report, merge_reports
@@ -463,6 +465,8 @@ def main() -> None:
     for key in args.methods:
         name, config = METHODS[key]
         fit = fit_for(key, config, out_dir, args.kill_at, args.min_lost, args.chunk_size)
+        if fit is not None:
+            fit = export_once(fit, out_dir / f"{key}_fit.json")
         if fit is None or args.fit_only:
             continue
         for _ in range(2):  # the recheck as soon as the chunks of its images are in, then the other chunks

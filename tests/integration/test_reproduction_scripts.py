@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -78,8 +79,37 @@ def test_a_fit_interrupted_unseen_is_continued_not_started_over(killed_and_resum
     assert [p.name for p in (tmp_path / "logs" / "tiny").glob("version_*")] == ["version_0"]
     assert fit["weights_sha256"] == killed_and_resumed[1]["weights_sha256"]
     assert not state.path.is_file()
+    ours, theirs = (
+        mnist_long.export_once(f, tmp_path / f"{n}.json")
+        for n, f in (("a", fit), ("b", killed_and_resumed[1]))
+    )
+    assert ours["export_sha256"] == theirs["export_sha256"]  # the export files are reproducible too
     rows = mnist_long.read_rows(Path(fit["log_dir"]) / "metrics.csv")
     assert sorted(int(r["epoch"]) for r in rows if r.get("val/clean_acc")) == [0, 1, 2, 3]
+
+
+def test_the_chosen_checkpoint_is_exported_beside_its_run_with_the_digest_recorded(
+    killed_and_resumed, tmp_path
+):
+    """The export (out of git, under logs/) holds the best checkpoint's net; its digest goes into the fit
+    record, and exporting again changes nothing."""
+    from _runs import digest
+    from safetensors.torch import load_file
+
+    from lit_robust.checkpoint import read_checkpoint
+
+    _, fit = killed_and_resumed
+    record = tmp_path / "tiny_fit.json"
+    exported = mnist_long.export_once(dict(fit), record)
+    weights = Path(exported["export"]) / "model.safetensors"
+    assert Path(exported["export"]).parent == Path(fit["log_dir"])
+    assert json.loads(record.read_text()) == exported and exported["export_sha256"] == digest(str(weights))
+    net = {k.removeprefix("net."): v for k, v in read_checkpoint(fit["ckpt"])["state_dict"].items()}
+    saved = load_file(str(weights))
+    assert saved.keys() == {k for k in net if k in saved} and saved
+    assert all(torch.equal(saved[k], net[k]) for k in saved)
+    record.unlink()
+    assert mnist_long.export_once(exported, record) == exported and not record.exists()
 
 
 def test_the_validation_curve_and_plots_come_from_the_whole_run(killed_and_resumed):
