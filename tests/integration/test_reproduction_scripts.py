@@ -242,6 +242,22 @@ def test_the_masking_sentence_follows_the_numbers():
     assert results_md.masking_fact("beta_at", 5.0, []).endswith("below our PGD-40")
 
 
+def test_fit_once_exports_what_it_fitted_and_reuses_both(tmp_path, mnist_root):
+    """The shorter scripts' ``fit_once`` (l2nnn_mnist, mnist_table, entropysgd_table) exports the best
+    checkpoint too: the record names the export and its digest; a second call fits and changes nothing."""
+    from _runs import digest, fit_once
+
+    config = tmp_path / "once.yaml"
+    config.write_text(CONFIG.format(data=mnist_root, logs=tmp_path / "logs"))
+    record = tmp_path / "once_fit.json"
+    fit = fit_once(record, ["--config", str(config), "--trainer.max_epochs=1"], "once")
+    weights = Path(fit["export"]) / "model.safetensors"
+    assert Path(fit["export"]).parent == Path(fit["log_dir"]) and fit["export_sha256"] == digest(str(weights))
+    assert json.loads(record.read_text()) == fit
+    assert fit_once(record, ["unused"], "once") == fit
+    assert [p.name for p in (tmp_path / "logs" / "tiny").glob("version_*")] == ["version_0"]
+
+
 def test_l2nnn_rows_come_from_the_committed_records_without_refitting(monkeypatch, tmp_path):
     """A fresh machine has docs/l2nnn's records but none of their checkpoints: ``run`` returns each row
     from the records instead of fitting again, and the table they give is the committed table.md (a
