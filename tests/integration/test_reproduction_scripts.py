@@ -258,6 +258,14 @@ def test_fit_once_exports_what_it_fitted_and_reuses_both(tmp_path, mnist_root):
     assert [p.name for p in (tmp_path / "logs" / "tiny").glob("version_*")] == ["version_0"]
 
 
+def test_capacity_is_called_a_limit_only_below_the_papers_clean_accuracy():
+    """PGD-AT's 99.02% clean is inside the papers' 98.8-99.5%: the page once called capacity its limit."""
+    import results_md
+
+    assert "not what limits it" in results_md.capacity_fact(99.02)
+    assert "every clean error is a robust error" in results_md.capacity_fact(98.09)
+
+
 def test_l2nnn_rows_come_from_the_committed_records_without_refitting(monkeypatch, tmp_path):
     """A fresh machine has docs/l2nnn's records but none of their checkpoints: ``run`` returns each row
     from the records instead of fitting again, and the table they give is the committed table.md (a
