@@ -15,6 +15,7 @@ import torch
 
 from lit_robust.checkpoint import read_checkpoint
 from lit_robust.cli import main
+from lit_robust.resume import run_of
 
 
 def script_args(
@@ -68,8 +69,8 @@ def export_once(fit: dict, record: Path) -> dict:
     record's digest says whether it did). A digest that differs from the recorded one is said, and kept."""
     if not Path(fit["ckpt"]).is_file():
         return fit
-    cli(["export", f"--ckpt_path={fit['ckpt']}"])
-    folder = Path(fit["ckpt"]).parent.parent / "export"
+    folder = (run_of(fit["ckpt"]) or Path(fit["ckpt"]).parent) / "export"
+    cli(["export", f"--ckpt_path={fit['ckpt']}", f"--output_dir={folder}"])
     exported = {"export": str(folder), "export_sha256": digest(str(folder / "model.safetensors"))}
     if fit.get("export_sha256") not in (None, exported["export_sha256"]):
         print(f"\n{record}: the new export's weights differ from the recorded export's", flush=True)
