@@ -131,7 +131,7 @@ def fit_killed_and_resumed(key: str, config: str, out_dir: Path, kill_at: float,
         print(f"\n{key}: reusing {fit['ckpt']} (delete {record} to retrain)", flush=True)
         return fit
     state = FitState(config, key)
-    if state.interrupted():
+    if state.take_over_interrupted():
         kill = state.get("kill")
         print(
             f"\n{key}: continuing the fit interrupted after {state.minutes():.0f} min "
@@ -184,9 +184,9 @@ class FitState:
         last = folder / "checkpoints" / "last.ckpt" if folder else None
         return last if last is not None and last.is_file() else None
 
-    def interrupted(self) -> bool:
-        """Whether an earlier process of this fit ended unseen leaving a ``last.ckpt``; if so, its minutes
-        (up to its last write) are added and the current process counts from now."""
+    def take_over_interrupted(self) -> bool:
+        """Take over a fit an earlier process ended unseen, leaving a ``last.ckpt``: add that process's
+        minutes (up to its last write), count the current one from now, and return True; else False."""
         if self.last_ckpt() is None:
             return False
         last_write = max(p.stat().st_mtime for p in self.folder().rglob("*") if p.is_file())
