@@ -266,6 +266,32 @@ def test_capacity_is_called_a_limit_only_below_the_papers_clean_accuracy():
     assert "every clean error is a robust error" in results_md.capacity_fact(98.09)
 
 
+def test_the_cross_check_names_the_images_only_our_attacks_broke():
+    """PGD-AT's worst case was 0.01 points below AutoAttack with nothing on the page saying why: the
+    cross-check counts, per image, what each side broke that the other left, and names ours by index."""
+    import results_md
+
+    from lit_robust.evaluation import Report
+
+    t = torch.tensor
+    report = Report(
+        clean=t([1, 1, 1, 1, 0], dtype=torch.bool),
+        correct={
+            "pgd-40": t([1, 1, 1, 0, 0], dtype=torch.bool),  # breaks image 3, which AutoAttack left
+            "apgd-ce": t([1, 1, 1, 1, 1], dtype=torch.bool),
+            "autoattack": t([0, 1, 1, 1, 0], dtype=torch.bool),  # breaks image 0, which ours left
+        },
+        seconds={}, implementations={}, descriptions={},
+    )  # fmt: skip
+    fact = results_md.cross_check(report)
+    assert "AutoAttack broke 1 image(s) that none of our attacks (PGD-40, APGD-CE) broke" in fact
+    assert "ours broke 1 that AutoAttack left robust (test index 3 by PGD-40)" in fact
+    assert "worst case is 20.00 points below AutoAttack" in fact
+    assert report.accuracies()["autoattack"] - report.accuracies()["worst_case"] == pytest.approx(0.2)
+    del report.correct["pgd-40"]
+    assert results_md.cross_check(report).endswith("ours broke 0 that AutoAttack left robust.")
+
+
 def test_l2nnn_rows_come_from_the_committed_records_without_refitting(monkeypatch, tmp_path):
     """A fresh machine has docs/l2nnn's records but none of their checkpoints: ``run`` returns each row
     from the records instead of fitting again, and the table they give is the committed table.md (a
