@@ -14,7 +14,9 @@ A signal that arrives after the last batch (during the final validation) lets th
 :class:`~lit_robust.methods.RobustClassifier` adds this callback (``configure_callbacks``); the handlers are
 installed when the fit starts, before the sanity check, so that Lightning's own SLURM handler (an
 ``hpc_ckpt`` written inside the signal handler, in the middle of a step) never takes SIGUSR1, and again when
-training starts, over the SIGTERM handler Lightning installs in between.
+the sanity check and training start, over the SIGTERM handler Lightning installs after ``on_fit_start``
+(whose ``SIGTERMException`` would end the fit in the sanity check with exit status 0, no ``last.ckpt`` and
+no requeue).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class Preemption(Callback):
             self._previous.setdefault(signum, previous)  # the one from before the fit, put back at teardown
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._install()
+
+    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._install()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -276,10 +276,13 @@ main()
         ("on_train_batch_start", 19, "SIGUSR1", 21),
         # during the sanity check, before training: this handler (not Lightning's hpc_ckpt) takes it
         ("on_validation_start", -1, "SIGUSR1", 1),
+        # SIGTERM there too (torchrun, containers, SLURM's preemption): not Lightning's handler, whose
+        # SIGTERMException ended the fit mid-sanity-check without a last.ckpt or a requeue
+        ("on_validation_start", -1, "SIGTERM", 1),
         # a kill while epoch 0 validates: last.ckpt must not be the step-20 one written before validation
         ("on_validation_start", 20, "SIGKILL", 15),
     ],
-    ids=["usr1-last-batch", "usr1-sanity-check", "kill-in-validation"],
+    ids=["usr1-last-batch", "usr1-sanity-check", "term-sanity-check", "kill-in-validation"],
 )
 def test_a_stop_at_an_epoch_end_resumes_exactly(hook, step, name, stops_at, reference, mnist_root, tmp_path):
     write_config(tmp_path, mnist_root)
