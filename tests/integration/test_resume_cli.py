@@ -321,3 +321,29 @@ def test_a_stop_at_an_epoch_end_resumes_exactly(hook, step, name, stops_at, refe
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"global step {stops_at}" in again.stderr
     assert_same_run(tmp_path / "logs" / "run" / "version_0", reference)
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test"])
+def test_sigterm_during_validate_or_test_is_not_reported_as_success(
+    subcommand, reference, mnist_root, tmp_path
+):
+    """Lightning answers SIGTERM in ``validate``/``test`` with its SIGTERMException, a SystemExit without a
+    status: the run stopped after one batch and exited 0, as if it had finished. It exits with 143 and
+    says that it stopped and that its results are incomplete."""
+    write_config(tmp_path, mnist_root)
+    driver = tmp_path / "signal_at.py"
+    driver.write_text(SIGNAL_AT)
+    hook = "on_validation_start" if subcommand == "validate" else "on_test_start"
+    ckpt = reference / "checkpoints" / "last.ckpt"
+    config = ["--config", str(tmp_path / "config.yaml"), "--data.init_args.test_subset=64"]
+    stopped = subprocess.run(
+        [sys.executable, str(driver), hook, "0", "SIGTERM", subcommand, *config, f"--ckpt_path={ckpt}"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert f"stopped: {subcommand} received SIGTERM" in stopped.stderr and "incomplete" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
