@@ -11,6 +11,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_robust.attacks import Attack, AutoAttack
+from lit_robust.callbacks.preemption import PreemptionFirst
 from lit_robust.checkpoint import load_module
 from lit_robust.diagnostics import run_checks
 from lit_robust.errors import ConfigError
@@ -21,7 +22,13 @@ from lit_robust.validate import integer
 
 
 class RobustTrainer(Trainer):
-    """A ``lightning.pytorch.Trainer`` with :meth:`evaluate`."""
+    """A ``lightning.pytorch.Trainer`` with :meth:`evaluate` and :meth:`export`, whose fits leave SIGUSR1 and
+    SIGTERM to the :class:`~lit_robust.callbacks.Preemption` callback once Lightning's own handlers are
+    installed (:class:`~lit_robust.callbacks.preemption.PreemptionFirst`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._signal_connector = PreemptionFirst(self)
 
     def evaluate(
         self,

@@ -12,11 +12,15 @@ The requeued job runs the same command with ``--ckpt_path auto`` and continues f
 
 A signal that arrives after the last batch (during the final validation) lets the fit finish. Every
 :class:`~lit_robust.methods.RobustClassifier` adds this callback (``configure_callbacks``); the handlers are
-installed when the fit starts, before the sanity check, so that Lightning's own SLURM handler (an
-``hpc_ckpt`` written inside the signal handler, in the middle of a step) never takes SIGUSR1, and again when
-the sanity check and training start, over the SIGTERM handler Lightning installs after ``on_fit_start``
-(whose ``SIGTERMException`` would end the fit in the sanity check with exit status 0, no ``last.ckpt`` and
-no requeue).
+installed when the fit starts, so that Lightning's own SLURM handler (an ``hpc_ckpt`` written inside the
+signal handler, in the middle of a step) never takes SIGUSR1, and again right after Lightning installs its
+handlers, later in the fit's start (:class:`PreemptionFirst`, the signal connector of
+:class:`~lit_robust.trainer.RobustTrainer`): Lightning's SIGTERM handler broadcasts inside the handler,
+which hangs DDP, and its ``SIGTERMException`` ends the fit with no ``last.ckpt`` and no requeue. With a
+plain ``Trainer`` they are installed again when the sanity check and training start (a resumed fit runs no
+sanity check: a signal while its data loaders start still reaches Lightning's handler). The handlers from
+before the fit are put back when it ends, also when it ends with an exception (``Preempted`` included;
+with a plain ``Trainer`` they are not then: Lightning calls no callback ``teardown`` after an exception).
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 
 from lit_robust.callbacks.mid_epoch_checkpoint import resumes_exactly
 from lit_robust.errors import ConfigError, Preempted
 
-__all__ = ["Preemption", "slurm_job_id"]
+__all__ = ["Preemption", "PreemptionFirst", "slurm_job_id"]
 
 
 def slurm_job_id() -> str | None:
@@ -67,7 +72,8 @@ class Preemption(Callback):
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum  # only a flag: the work happens at the end of the batch
 
-    def _install(self) -> None:
+    def install(self) -> None:
+        """Handle ``signals`` from now on (the handlers found first are kept to be put back)."""
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
         for signum in self.signals:
@@ -75,13 +81,13 @@ class Preemption(Callback):
             self._previous.setdefault(signum, previous)  # the one from before the fit, put back at teardown
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._install()
+        self.install()
 
     def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._install()
+        self.install()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._install()
+        self.install()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if not resumes_exactly(trainer):
@@ -111,9 +117,34 @@ class Preemption(Callback):
         return f"; SLURM job {job} requeued"
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Put back the handlers from before the fit."""
+        if threading.current_thread() is not threading.main_thread():
+            return
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+class PreemptionFirst(_SignalConnector):
+    """Lightning's signal connector, whose handlers, once installed during a fit's start, are replaced by
+    those of the fit's :class:`Preemption` callbacks (see the module doc)."""
+
+    def register_signal_handlers(self) -> None:
+        super().register_signal_handlers()
+        if self.trainer.state.fn == "fit":
+            for callback in self._preemptions():
+                callback.install()
+
+    def teardown(self) -> None:
+        super().teardown()  # puts back the handlers Lightning found: the callbacks'
+        for callback in self._preemptions():
+            callback.restore()  # (also when the fit raised: Lightning then calls no callback teardown)
+
+    def _preemptions(self) -> list[Preemption]:
+        return [c for c in self.trainer.callbacks if isinstance(c, Preemption)]
 
 
 def last_checkpoint(trainer: Trainer) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +127,36 @@ def test_every_shipped_config_instantiates(config, mnist_root):
     if train_attack is not None and train_attack.norm == cli.model.norm:  # L2NNN Model 4: L_inf vs L_2
         assert train_attack.eps == cli.model.eps
     assert cli.config["trainer"]["inference_mode"] is False
+
+
+def test_a_fit_puts_back_the_signal_handlers_it_found(mnist_root, tmp_path, monkeypatch):
+    """The Preemption callback's SIGUSR1/SIGTERM handlers live as long as the fit: a script or notebook
+    that fits in-process gets its own handlers back after a finished fit and after a preempted one (the
+    preempted fit's handler, a flag nobody read, stayed installed and swallowed both signals)."""
+    from lit_robust.methods.base import RobustClassifier
+
+    signals = (signal.SIGUSR1, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in signals}
+    short = [
+        "--data.init_args.train_subset=512",
+        "--data.init_args.batch_size=64",
+        "--trainer.limit_val_batches=1",
+    ]
+    main(["fit", *tiny(mnist_root, tmp_path / "finished", *short)])
+    assert {s: signal.getsignal(s) for s in signals} == before
+
+    original = RobustClassifier.on_train_batch_start
+
+    def signal_at_step_1(self, *args):
+        if self.trainer.global_step == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)  # the fit's handler takes it: a flag, then a stop
+        return original(self, *args)
+
+    monkeypatch.setattr(RobustClassifier, "on_train_batch_start", signal_at_step_1)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", *tiny(mnist_root, tmp_path / "preempted", *short)])
+    assert stopped.value.code == 128 + signal.SIGUSR1
+    assert {s: signal.getsignal(s) for s in signals} == before
 
 
 def test_help_lists_methods_and_datamodules():

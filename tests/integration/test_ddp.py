@@ -244,45 +244,45 @@ def test_ddp_fit_sees_the_one_process_batches(same_batch_fits):
     assert_same_fit(*same_batch_fits)
 
 
-SIGNAL_ON_RANK = """
-import os, signal
-from lit_robust.methods.base import RobustClassifier
-rank, step, name = int(os.environ["SIGNAL_RANK"]), int(os.environ["SIGNAL_STEP"]), os.environ["SIGNAL_NAME"]
-hook = "on_validation_start" if step < 0 else "on_train_batch_start"  # step -1: in the sanity check
-original = getattr(RobustClassifier, hook)
-def send(self, *args, **kwargs):
-    t = self.trainer
-    if t.global_rank == rank and t.sanity_checking == (step < 0) and t.global_step == max(step, 0):
-        if not getattr(send, "done", False):
-            send.done = True
-            os.kill(os.getpid(), getattr(signal, name))
-    return original(self, *args, **kwargs)
-setattr(RobustClassifier, hook, send)
-from lit_robust.cli import main
-main()
-"""
-
-
-@pytest.mark.parametrize("step, stops_at", [(5, 6), (-1, 1)], ids=["mid-epoch", "sanity-check"])
+@pytest.mark.parametrize(
+    "hook, step, stops_at",
+    [
+        ("on_train_batch_start", 5, 6),
+        ("on_validation_start", -1, 1),  # in the sanity check
+        # as the training loader starts, in a fit without a sanity check (as every resumed fit), after
+        # Lightning has installed its handlers
+        ("train_dataloader", 0, 1),
+    ],
+    ids=["mid-epoch", "sanity-check", "loader-start"],
+)
 def test_sigterm_on_one_rank_stops_every_rank_at_one_step_and_resumes_exactly(
-    step, stops_at, same_batch_fits, mnist_root, tmp_path
+    hook, step, stops_at, same_batch_fits, mnist_root, tmp_path
 ):
-    """SIGTERM (torchrun, SLURM preemption) reaches rank 1 only: both ranks agree to stop after the same
-    batch, rank 0 writes ``last.ckpt`` and both exit with 143; the 2-process resume ends with the weights
-    of the uninterrupted 2-process fit, bit for bit. In the sanity check the signal went to Lightning's
-    handler, which ended the fit with exit status 0 and no checkpoint."""
-    driver = tmp_path / "signal_on_rank.py"
-    driver.write_text(SIGNAL_ON_RANK)
+    """SIGTERM (torchrun, SLURM preemption) reaches rank 1 only: both ranks stop after the same batch
+    (rank 1 by its signal, rank 0 by the agreement), ``last.ckpt`` is written and the launching process
+    exits with 143; the 2-process resume ends with the weights of the uninterrupted 2-process fit, bit
+    for bit. In the sanity check and as the loader started, the signal went to Lightning's handler,
+    whose broadcast inside the handler hung both ranks."""
     env = {
         **os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO),
-        "SIGNAL_RANK": "1", "SIGNAL_STEP": str(step), "SIGNAL_NAME": "SIGTERM",
+        "SIGNAL_HOOK": hook, "SIGNAL_STEP": str(step), "SIGNAL_NAME": "SIGTERM", "SIGNAL_RANK": "1",
     }  # fmt: skip
     argv = ["fit", *fit_args(mnist_root, tmp_path, "stopped", 8), *DDP]
-    stopped = subprocess.run(
-        [sys.executable, str(driver), *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=540
-    )
-    assert stopped.returncode == 128 + 15, stopped.stderr[-3000:]
-    assert f"stopped by a signal on another rank at global step {stops_at} " in stopped.stderr
+    if hook == "train_dataloader":
+        argv.append("--trainer.num_sanity_val_steps=0")
+    driver = Path(__file__).with_name("signal_driver.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), *argv], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # rank 1 is a child of rank 0: a hang is ended by killing the group
+    )  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        raise AssertionError(f"the ranks did not stop in 300 s:\n{proc.communicate()[1][-3000:]}") from None
+    assert proc.returncode == 128 + 15, err[-3000:]
+    assert f"stopped by SIGTERM at global step {stops_at} " in err  # rank 1
+    assert f"stopped by a signal on another rank at global step {stops_at} " in err  # rank 0
     folder = tmp_path / "mnist_pgd_at_demo" / "stopped"
     last = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == stops_at

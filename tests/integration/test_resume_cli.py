@@ -249,22 +249,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_last_ckpt(mnist_ro
     assert not any(folder.glob(".last.ckpt.*.tmp"))  # cleaned up by the next write
 
 
-SIGNAL_AT = """
-import os, signal, sys
-from lit_robust.methods.base import RobustClassifier
-hook, step, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-sys.argv = [sys.argv[0], *sys.argv[4:]]
-original = getattr(RobustClassifier, hook)
-def send(self, *args, **kwargs):  # step -1: during the sanity check
-    t = self.trainer
-    if not getattr(send, "done", False) and t.sanity_checking == (step < 0) and t.global_step == max(step, 0):
-        send.done = True
-        os.kill(os.getpid(), getattr(signal, name))
-    return original(self, *args, **kwargs)
-setattr(RobustClassifier, hook, send)
-from lit_robust.cli import main
-main()
-"""
+DRIVER = Path(__file__).with_name("signal_driver.py")  # lit_robust that signals itself at a hook
 
 
 @pytest.mark.parametrize(
@@ -287,14 +272,9 @@ main()
 def test_a_stop_at_an_epoch_end_resumes_exactly(hook, step, name, stops_at, reference, mnist_root, tmp_path):
     write_config(tmp_path, mnist_root)
     slurm, record = fake_slurm(tmp_path)
-    driver = tmp_path / "signal_at.py"
-    driver.write_text(SIGNAL_AT)
     command = [
         sys.executable,
-        str(driver),
-        hook,
-        str(step),
-        name,
+        str(DRIVER),
         "fit",
         "--config",
         str(tmp_path / "config.yaml"),
@@ -302,7 +282,7 @@ def test_a_stop_at_an_epoch_end_resumes_exactly(hook, step, name, stops_at, refe
     stopped = subprocess.run(
         [*command, "--ckpt_path", "auto"],
         cwd=tmp_path,
-        env=slurm,
+        env={**slurm, "SIGNAL_HOOK": hook, "SIGNAL_STEP": str(step), "SIGNAL_NAME": name},
         capture_output=True,
         text=True,
         timeout=600,
@@ -331,15 +311,13 @@ def test_sigterm_during_validate_or_test_is_not_reported_as_success(
     status: the run stopped after one batch and exited 0, as if it had finished. It exits with 143 and
     says that it stopped and that its results are incomplete."""
     write_config(tmp_path, mnist_root)
-    driver = tmp_path / "signal_at.py"
-    driver.write_text(SIGNAL_AT)
     hook = "on_validation_start" if subcommand == "validate" else "on_test_start"
     ckpt = reference / "checkpoints" / "last.ckpt"
     config = ["--config", str(tmp_path / "config.yaml"), "--data.init_args.test_subset=64"]
     stopped = subprocess.run(
-        [sys.executable, str(driver), hook, "0", "SIGTERM", subcommand, *config, f"--ckpt_path={ckpt}"],
+        [sys.executable, str(DRIVER), subcommand, *config, f"--ckpt_path={ckpt}"],
         cwd=tmp_path,
-        env=env(),
+        env=env(SIGNAL_HOOK=hook, SIGNAL_STEP="0", SIGNAL_NAME="SIGTERM"),
         capture_output=True,
         text=True,
         timeout=600,
