@@ -24,8 +24,8 @@ Differences from a plain ``LightningCLI``:
   misspelled option: :mod:`lit_robust.parser`) prints one ``error:`` line and exits 2 (``LIT_ROBUST_DEBUG=1``
   shows the traceback); a fit
   stopped by SIGUSR1/SIGTERM (:class:`~lit_robust.callbacks.Preemption`) prints one ``preempted:`` line
-  and exits with 128 + the signal number; ``validate``/``test`` stopped by SIGTERM print one ``stopped:``
-  line and exit with 143 (Lightning's own answer exits 0, as if they had finished);
+  and exits with 128 + the signal number; ``validate``/``test``/``predict`` stopped by SIGTERM print one
+  ``stopped:`` line and exit with 143 (Lightning's own answer exits 0, as if they had finished);
 - ``--ckpt_path`` loads weights only: the config and command line define the model (Lightning would
   replace them with the hyperparameters saved in the checkpoint, silently dropping e.g. an
   ``--model.init_args.eps`` given to test or evaluate a checkpoint at another radius).
@@ -168,7 +168,7 @@ def _main(args: list[str] | None, run: bool) -> RobustCLI | list:
 
             return plot_main(argv[1:])
         return RobustCLI(args=args, run=run)
-    except SIGTERMException:  # Lightning's answer to SIGTERM outside training: a SystemExit with status 0
+    except SIGTERMException:  # Lightning's answer to SIGTERM in validate, test, predict: a SystemExit(0)
         sub = argv[0] if argv and not argv[0].startswith("-") else "the run"
         print(
             f"stopped: {sub} received SIGTERM before it finished; its results are incomplete (rerun the "

@@ -89,13 +89,13 @@ def chunks_so_far(folder: Path) -> dict | None:
 
 def cross_check(report: Report, reference: str = "autoattack") -> str:
     """Per image, what ``reference`` (the official AutoAttack) and our own attacks broke that the other
-    did not (test indices: the report's chunks run consecutively from image 0). The worst case lies
-    below AutoAttack by exactly the images only ours broke."""
-    if reference not in report.correct:
-        return ""
+    did not, by test index. The worst case lies below AutoAttack by exactly the images only ours broke."""
     ours = {k: v for k, v in report.correct.items() if k != reference}
+    if reference not in report.correct or not ours:
+        return ""
     ref_broken = report.clean & ~report.correct[reference]
     ours_broken = report.clean & ~torch.stack(list(ours.values())).all(0)
+    first = report.meta.get("first_index", 0)  # the test index of the report's first image
     only_ours = (ours_broken & ~ref_broken).nonzero().flatten().tolist()
     fact = (
         f"Cross-check per image: AutoAttack broke {int((ref_broken & ~ours_broken).sum())} image(s) that "
@@ -105,7 +105,7 @@ def cross_check(report: Report, reference: str = "autoattack") -> str:
     if not only_ours:
         return fact + "."
     shown = [
-        f"{i} by {', '.join(MNIST_NAMES.get(k, k) for k, v in ours.items() if report.clean[i] and not v[i])}"
+        f"{first + i} by {', '.join(MNIST_NAMES.get(k, k) for k, v in ours.items() if not v[i])}"
         for i in only_ours[:5]
     ]
     more = f" and {len(only_ours) - 5} more" if len(only_ours) > 5 else ""

@@ -288,8 +288,12 @@ def test_the_cross_check_names_the_images_only_our_attacks_broke():
     assert "ours broke 1 that AutoAttack left robust (test index 3 by PGD-40)" in fact
     assert "worst case is 20.00 points below AutoAttack" in fact
     assert report.accuracies()["autoattack"] - report.accuracies()["worst_case"] == pytest.approx(0.2)
+    report.meta["first_index"] = 500  # a merge that starts at a later chunk: indices of the test set
+    assert "(test index 503 by PGD-40)" in results_md.cross_check(report)
     del report.correct["pgd-40"]
     assert results_md.cross_check(report).endswith("ours broke 0 that AutoAttack left robust.")
+    del report.correct["apgd-ce"]
+    assert results_md.cross_check(report) == ""  # AutoAttack alone: nothing to cross-check
 
 
 def test_l2nnn_rows_come_from_the_committed_records_without_refitting(monkeypatch, tmp_path):
