@@ -6,6 +6,7 @@ docs/results.md to the committed records."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,21 @@ trainer:
   deterministic: true
   log_every_n_steps: 1
   enable_model_summary: false
+  callbacks:  # 160 steps: 1.6 s of sleep, the window in which the fit is killed (throttle.py)
+    - {{class_path: throttle.SleepPerStep, init_args: {{seconds: 0.01}}}}
   logger:
     class_path: lit_robust.loggers.CSVLogger
     init_args: {{save_dir: {logs}, name: tiny, flush_logs_every_n_steps: 1}}
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def importable_throttle():
+    """The fits this module starts as subprocesses import ``throttle`` from this folder."""
+    here = str(Path(__file__).parent)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
+        yield
 
 
 @pytest.fixture(scope="module")
