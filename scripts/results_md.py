@@ -19,7 +19,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import torch
 import yaml
 
 from lit_robust.evaluation import Report, merge_reports
@@ -93,12 +92,11 @@ def cross_check(report: Report, reference: str = "autoattack") -> str:
     ours = {k: v for k, v in report.correct.items() if k != reference}
     if reference not in report.correct or not ours:
         return ""
-    ref_broken = report.clean & ~report.correct[reference]
-    ours_broken = report.clean & ~torch.stack(list(ours.values())).all(0)
+    counts = report.agreement(reference)["all others (union)"]  # the Report's own per-image agreement
     first = report.meta.get("first_index", 0)  # the test index of the report's first image
-    only_ours = (ours_broken & ~ref_broken).nonzero().flatten().tolist()
+    only_ours = (report.correct[reference] & ~report.worst_case).nonzero().flatten().tolist()
     fact = (
-        f"Cross-check per image: AutoAttack broke {int((ref_broken & ~ours_broken).sum())} image(s) that "
+        f"Cross-check per image: AutoAttack broke {counts[f'only {reference}']} image(s) that "
         f"none of our attacks ({', '.join(MNIST_NAMES.get(k, k) for k in ours)}) broke; ours broke "
         f"{len(only_ours)} that AutoAttack left robust"
     )
