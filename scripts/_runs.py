@@ -65,8 +65,9 @@ def fit_once(record: Path, args: list[str], name: str) -> dict:
 def export_once(fit: dict, record: Path) -> dict:
     """``export --ckpt_path <fit's best checkpoint>`` into the run's ``export/`` folder (out of git, like the
     checkpoint) when the checkpoint is here; the export's path and its weights file's SHA-256 go into the
-    fit ``record`` (a bit-exact refit on another machine writes the same ``model.safetensors``: the
-    record's digest says whether it did). A digest that differs from the recorded one is said, and kept."""
+    fit ``record`` (a refit writes the same ``model.safetensors`` only where it reached the same weights:
+    the record's digest says whether it did).
+    A digest that differs from the recorded one is said, and kept."""
     if not Path(fit["ckpt"]).is_file():
         return fit
     folder = (run_of(fit["ckpt"]) or Path(fit["ckpt"]).parent) / "export"
@@ -104,7 +105,9 @@ def val_curve(log_dir: str, columns: dict[str, str]) -> list[dict]:
 def weights_digest(path: str) -> str:
     """SHA-256 of a checkpoint's ``state_dict`` (names, dtypes, shapes and bytes, in name order): equal for
     two fits that reached the same weights, whatever else their files hold (paths, times, loop state), so a
-    bit-exact refit on a fresh machine is recognised as the model that earlier records evaluated."""
+    refit on a fresh machine that reproduced them is recognised as the model that earlier records evaluated.
+    Fits are bit-exact on machines that run the same CPU kernels (``machine()["capability"]``): an AVX2 and
+    an AVX-512 machine round differently from the first step on."""
     h = hashlib.sha256()
     for name, value in sorted(read_checkpoint(path)["state_dict"].items()):
         tensor = value.detach().cpu().contiguous()
@@ -141,3 +144,31 @@ def evaluate_once(dest: Path, args: list[str], ckpt: str, n_samples: int, name: 
     }
     dest.write_text(json.dumps(done, indent=1))
     return done
+
+
+def machine() -> dict:
+    """What decides whether a fit's floats repeat on another machine: the CPU, torch's kernel set for it
+    (``torch.backends.cpu.get_cpu_capability()``: "AVX2", "AVX512", ...), the intra-op threads and torch."""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown"
+    )
+    return {
+        "cpu": model,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def _cpuinfo() -> list[str]:
+    path = Path("/proc/cpuinfo")
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def same_model(script: dict, fit: dict) -> bool:
+    """Whether a report's ``script`` record (``mnist_long.model_id``) names the model of ``fit``: the same
+    weights (a refit that reproduced them included) or, for records written before weights were digested,
+    the same checkpoint file."""
+    if "weights_sha256" in script and "weights_sha256" in fit:
+        return script["weights_sha256"] == fit["weights_sha256"]
+    return script.get("ckpt_sha256") == fit.get("ckpt_sha256")

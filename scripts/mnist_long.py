@@ -14,9 +14,13 @@ and 2 restarts whenever AutoAttack's Square broke any point: points the stronger
 AutoAttack left robust make the model's number suspect.
 
 Records name the model they evaluated by two digests: the checkpoint file's and its weights' (``state_dict``
-bytes). A fresh machine has the committed records but no checkpoint: a method whose chunks are all recorded
-is not trained again, and one still missing chunks is refitted; the refit is bit-exact, so its weights'
-digest matches and the finished chunks still count (the script says so, or that they are evaluated again).
+bytes), and the fit record names the machine (CPU, torch's kernel set, threads). A fresh machine has the
+committed records but no checkpoint: a method whose chunks are all recorded is not trained again, and one
+still missing chunks is refitted. The refit is bit-exact where the CPU kernels are the same (seen: two
+fits on one machine; an AVX2 machine did not reproduce a fit made on another machine, from epoch 0 on):
+then its weights' digest matches and the finished chunks still count. Otherwise the earlier fit's records
+(fit, chunks, Square recheck) move to ``superseded/{method}_{weights digest}/``, kept for docs/results.md,
+and the new model is evaluated from image 0: chunks of two models are never merged.
 
     python scripts/mnist_long.py --methods trades --fit_only          # ~90 min: fit, kill, resume
     python scripts/mnist_long.py --methods trades --budget_minutes 60 # evaluate chunks for an hour
@@ -45,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _runs import digest, export_once, val_curve, weights_digest
+from _runs import digest, export_once, machine, same_model, val_curve, weights_digest
 
 from lit_robust.checkpoint import read_checkpoint
 from lit_robust.evaluation import Report, merge_reports
@@ -280,6 +284,7 @@ def resume_and_compare(key: str, config: str, out_dir: Path, state: FitState, ki
         "resume_differing_values": differ[:20],
         "resume_exact": bool(common) and not differ,
         **({"interruptions": n} if (n := state.get("interruptions")) else {}),
+        "machine": machine(),
     }
     (out_dir / f"{key}_fit.json").write_text(json.dumps(fit, indent=1))
     state.done()
@@ -306,14 +311,8 @@ def model_id(fit: dict) -> dict:
 
 
 def evaluated(report: Path, fit: dict) -> bool:
-    """Whether ``report`` exists and evaluated the model of ``fit``: the same weights (a bit-exact refit on
-    another machine included), or, for records written before weights were digested, the same file."""
-    if not report.is_file():
-        return False
-    script = json.loads(report.read_text())["script"]
-    if "weights_sha256" in script and "weights_sha256" in fit:
-        return script["weights_sha256"] == fit["weights_sha256"]
-    return script.get("ckpt_sha256") == fit["ckpt_sha256"]
+    """Whether ``report`` exists and evaluated the model of ``fit`` (``_runs.same_model``)."""
+    return report.is_file() and same_model(json.loads(report.read_text())["script"], fit)
 
 
 def complete(key: str, out_dir: Path, fit: dict | None, size: int) -> bool:
@@ -339,13 +338,30 @@ def fit_for(key: str, config: str, out_dir: Path, kill_at: float, min_lost: int,
         same = previous["weights_sha256"] == fit["weights_sha256"]
         fit["weights_match_previous_fit"] = same
         record.write_text(json.dumps(fit, indent=1))
-        stale = [p for p in sorted((out_dir / key).glob("chunk_*.json")) if not evaluated(p, fit)]
-        print(
-            f"{key}: the refit reproduced the weights of the recorded fit" if same else
-            f"{key}: the refit's weights differ from the recorded fit's: {len(stale)} chunk(s) of the "
-            "old weights are evaluated again", flush=True,
-        )  # fmt: skip
+        if same:
+            print(f"{key}: the refit reproduced the weights of the recorded fit", flush=True)
+        else:
+            kept = supersede(key, out_dir, previous)
+            was, now = (f.get("machine", {}).get("capability", "not recorded") for f in (previous, fit))
+            print(
+                f"{key}: the refit's weights differ from the recorded fit's (CPU kernels: recorded {was}, "
+                f"here {now}); its records moved to {kept}, the new model is evaluated from image 0",
+                flush=True,
+            )
     return fit
+
+
+def supersede(key: str, out_dir: Path, previous: dict) -> Path:
+    """Move the records of the fit ``previous`` (its chunk reports and Square recheck) and the fit record
+    itself to ``out_dir/superseded/{key}_{first 8 hex digits of its weights digest}/``: kept, never merged
+    with another model's chunks, never overwritten by their evaluation."""
+    dest = out_dir / "superseded" / f"{key}_{previous['weights_sha256'][:8]}"
+    (dest / key).mkdir(parents=True, exist_ok=True)
+    (dest / f"{key}_fit.json").write_text(json.dumps(previous, indent=1))
+    for report in [*sorted((out_dir / key).glob("chunk_*.json")), out_dir / f"{key}_square_check.json"]:
+        if evaluated(report, previous):
+            report.rename(dest / report.relative_to(out_dir))
+    return dest
 
 
 def chunk_report(out_dir: Path, key: str, offset: int) -> Path:
@@ -417,7 +433,7 @@ def square_recheck(key: str, config: str, fit: dict, out_dir: Path, n: int) -> d
     queries and 2 restarts, on the first ``n`` test images (with PGD-20 and APGD-CE); returns how many
     points it broke that AutoAttack had left robust."""
     dest = out_dir / f"{key}_square_check.json"
-    chunks = sorted((out_dir / key).glob("chunk_*.json"))
+    chunks = [c for c in sorted((out_dir / key).glob("chunk_*.json")) if evaluated(c, fit)]
     square = sum(
         json.loads(c.read_text())["attacks"]["autoattack"]["broken_by_component"]["square"] for c in chunks
     )
@@ -426,10 +442,20 @@ def square_recheck(key: str, config: str, fit: dict, out_dir: Path, n: int) -> d
     if not evaluated(dest, fit):
         evaluate(key, config, fit, out_dir, 0, n, ["--suite=quick", f"--attacks={STRONG_SQUARE}"], dest)
     check = json.loads(dest.read_text())["per_sample"]["square-4x"]
-    aa = [v for c in chunks for v in json.loads(c.read_text())["per_sample"]["autoattack"]][:n]
+    aa = leading_per_sample(chunks, "autoattack")[:n]
     if len(aa) < n:
         return None
     return {"n": n, "broken_after_autoattack": sum(a and not s for a, s in zip(aa, check, strict=True))}
+
+
+def leading_per_sample(chunks: list[Path], attack: str) -> list[bool]:
+    """Per image, ``attack``'s result over the chunk reports that run on from test image 0 without a gap."""
+    values: list[bool] = []
+    for chunk in sorted(chunks):
+        if int(chunk.stem.split("_")[1]) != len(values):
+            break
+        values += json.loads(chunk.read_text())["per_sample"][attack]
+    return values
 
 
 def merged(key: str, out_dir: Path, chunks: list[Path], size: int) -> dict | None:

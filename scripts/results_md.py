@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 
 import yaml
+from _runs import same_model
 
 from lit_robust.evaluation import Report, merge_reports
 
@@ -66,10 +67,18 @@ def load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def chunks_so_far(folder: Path) -> dict | None:
-    """The chunk reports evaluated so far (consecutive from image 0) merged by the evaluation module's own
-    ``merge_reports``: accuracies per sample, AutoAttack's warnings, and how many images."""
+def chunk_reports(folder: Path, fit: dict) -> list[dict]:
+    """The chunk reports in ``folder`` that evaluated the model of the fit record ``fit``, in test order (a
+    chunk of another model, e.g. of an earlier fit that a refit did not reproduce, is never merged)."""
     reports = [json.loads(p.read_text()) for p in sorted(folder.glob("chunk_*.json"))]
+    return [r for r in reports if same_model(r["script"], fit)]
+
+
+def chunks_so_far(folder: Path, fit: dict) -> dict | None:
+    """The chunk reports of ``fit``'s model evaluated so far (consecutive from image 0) merged by the
+    evaluation module's own ``merge_reports``: accuracies per sample, AutoAttack's warnings, how many
+    images."""
+    reports = chunk_reports(folder, fit)
     if not reports:
         return None
     merged = merge_reports([Report.from_dict(r) for r in reports])
@@ -127,7 +136,7 @@ def wall_minutes(runs: list[dict]) -> float:
 def jobs_speed(out: Path) -> str:
     """What ``--jobs 2`` gained, from the chunk records: wall minutes per chunk alone (2 threads) and two
     at a time (1 thread each), over every method's chunks."""
-    chunks = [load(p)["script"] for p in sorted(out.glob("*/chunk_*.json"))]
+    chunks = [load(p)["script"] for p in sorted(out.rglob("chunk_*.json"))]
     alone = [c["eval_minutes"] for c in chunks if (c.get("threads") or THREADS) == THREADS]
     paired = [c for c in chunks if c.get("threads") == 1 and "started" in c]
     if not (alone and paired):
@@ -161,7 +170,7 @@ def mnist_section() -> list[str]:
     for key, (paper, aa, reported) in MNIST_PAPERS.items():
         fit = load(out / f"{key}_fit.json")
         merged = load(out / f"{key}_test.json")
-        so_far = chunks_so_far(out / key)
+        so_far = chunks_so_far(out / key, fit) if fit else None
         lines += [f"### {paper}", ""]
         head = " | ".join(name for _, name in MNIST_COLUMNS)
         lines += [f"| | {head} | test images | wall time | command |", "|---|" + "---:|" * 8 + "---|"]
@@ -231,10 +240,12 @@ def mnist_section() -> list[str]:
                     'had left, e.g. "' + warnings[0] + '"'
                 ),
             ]
-        if check is not None:
-            lines += ["", square_recheck_line(check, out / key)]
+        if check is not None and same_model(check["script"], fit):
+            lines += ["", square_recheck_line(check, out / key, fit)]
         if so_far is not None and so_far["cross_check"]:
             lines += ["", *para(so_far["cross_check"])]
+        for folder in sorted((out / "superseded").glob(f"{key}_*")):
+            lines += ["", *para(superseded_fact(folder, key, fit))]
         lines.append("")
         if accuracy:
             evaluated[key] = (accuracy, n, warnings, fit)
@@ -336,15 +347,40 @@ def masking_fact(key: str, drop: float, warnings: list[str]) -> str:
     )
 
 
-def square_recheck_line(check: dict, chunk_dir: Path) -> str:
+def square_recheck_line(check: dict, chunk_dir: Path, fit: dict) -> str:
+    """The Square recheck of ``fit``'s model against AutoAttack on the same first images."""
     n = check["meta"]["n_samples"]
-    aa = [v for p in sorted(chunk_dir.glob("chunk_*.json")) for v in load(p)["per_sample"]["autoattack"]][:n]
+    aa = [v for r in chunk_reports(chunk_dir, fit) for v in r["per_sample"]["autoattack"]][:n]
     strong = check["per_sample"]["square-4x"]
     extra = sum(a and not s for a, s in zip(aa, strong, strict=False))
     return (
         f"Square recheck (Square alone, 20,000 queries x 2 restarts) on the first {n} test images: "
         f"{100 * sum(strong) / n:.2f}% robust; it broke {extra} point(s) that AutoAttack had left robust"
         + (" — this model's AutoAttack number is suspect." if extra else ".")
+    )
+
+
+def superseded_fact(folder: Path, key: str, fit: dict) -> str:
+    """What an earlier fit of the same config, which a refit did not reproduce, was evaluated to (its
+    records kept in ``folder`` by ``mnist_long.supersede``); its checkpoint is gone, so it is not the row."""
+    old = json.loads((folder / f"{key}_fit.json").read_text())
+    was, now = (f.get("machine", {}).get("capability") for f in (old, fit))
+    where = f"CPU kernels {was or 'not recorded'} there, {now or 'not recorded'} here"
+    fact = (
+        f"Superseded: an earlier fit of this config (weights `{old['weights_sha256'][:8]}`, "
+        f"{old['minutes']:.0f} min, best validation robust {pct(max(c['robust'] for c in old['val_curve']))}%"
+        f") ran on another machine ({where}); the refit here did not reproduce its weights and its "
+        "checkpoint is gone, so the row above is the refit's."
+    )
+    so_far = chunks_so_far(folder / key, old)
+    if so_far is None:
+        return fact
+    acc = so_far["accuracy"]
+    scores = ", ".join(f"{name} {pct(acc.get(c))}" for c, name in MNIST_COLUMNS)
+    suspect = " (AutoAttack suspect: Square warning)" if so_far["warnings"] else ""
+    return fact + (
+        f" Its evaluation on the first {so_far['n']:,} test images ({scores}){suspect} is kept in "
+        f"`{folder.relative_to(REPO)}`."
     )
 
 

@@ -203,6 +203,63 @@ def test_a_method_evaluated_on_every_chunk_is_not_retrained(tmp_path, monkeypatc
         mnist_long.fit_for("m", "unused.yaml", tmp_path, 0.5, 5, 16)
 
 
+def test_a_refit_with_other_weights_moves_the_earlier_records_aside(tmp_path, monkeypatch):
+    """A refit on a machine with other CPU kernels (BETA-AT: AVX2 here, the recorded fit made elsewhere)
+    reaches other weights: the earlier fit's record, chunks and Square recheck move to
+    ``superseded/{key}_{weights}/`` instead of staying beside the new model's (where they were merged with
+    its chunks and then overwritten by them), and the new model is evaluated from image 0."""
+    monkeypatch.setattr(mnist_long, "TEST_SIZE", 32)
+    old = {"ckpt": str(tmp_path / "gone.ckpt"), "ckpt_sha256": "a" * 64, "weights_sha256": "b" * 64}
+    (tmp_path / "m_fit.json").write_text(json.dumps(old))
+    chunk = mnist_long.chunk_report(tmp_path, "m", 0)
+    chunk.parent.mkdir()
+    for report in (chunk, tmp_path / "m_square_check.json"):
+        report.write_text(json.dumps({"script": mnist_long.model_id(old)}))
+    new = {"ckpt": str(tmp_path / "new.ckpt"), "ckpt_sha256": "c" * 64, "weights_sha256": "d" * 64}
+    monkeypatch.setattr(mnist_long, "fit_killed_and_resumed", lambda *args: dict(new))
+    monkeypatch.setattr(mnist_long, "curves", lambda key, fit, out_dir: fit)
+    assert mnist_long.fit_for("m", "unused.yaml", tmp_path, 0.5, 5, 16)["weights_match_previous_fit"] is False
+    kept = tmp_path / "superseded" / "m_bbbbbbbb"
+    assert json.loads((kept / "m_fit.json").read_text()) == old
+    assert (kept / "m" / "chunk_00000.json").is_file() and (kept / "m_square_check.json").is_file()
+    assert not chunk.exists() and not (tmp_path / "m_square_check.json").exists()
+    assert json.loads((tmp_path / "m_fit.json").read_text())["weights_sha256"] == "d" * 64
+    # a refit that reproduced the weights keeps the chunks where they are
+    chunk.write_text(json.dumps({"script": mnist_long.model_id(new)}))
+    monkeypatch.setattr(mnist_long, "fit_killed_and_resumed", lambda *args: {**new, "ckpt_sha256": "e" * 64})
+    assert mnist_long.fit_for("m", "unused.yaml", tmp_path, 0.5, 5, 16)["weights_match_previous_fit"]
+    assert chunk.is_file() and not (tmp_path / "superseded" / "m_dddddddd").exists()
+
+
+def test_results_page_never_merges_chunks_of_two_models(tmp_path):
+    """docs/results.md merged every chunk file in a method's folder, whatever model it evaluated: a
+    refit's first chunks would have been merged with the earlier fit's later ones into one row. Only the
+    chunks of the fit record's weights count; the earlier fit's evaluation is named apart."""
+    import results_md
+
+    kept = REPO / "docs" / "results" / "mnist_long" / "superseded" / "beta_at_1ceb3403"
+    fit = json.loads((kept / "beta_at_fit.json").read_text())
+    for offset, weights in ((0, fit["weights_sha256"]), (500, "0" * 64)):
+        report = json.loads((kept / "beta_at" / f"chunk_{offset:05d}.json").read_text())
+        report["script"]["weights_sha256"] = weights
+        (tmp_path / f"chunk_{offset:05d}.json").write_text(json.dumps(report))
+    assert results_md.chunks_so_far(tmp_path, fit)["n"] == 500
+    assert results_md.chunks_so_far(tmp_path, {**fit, "weights_sha256": "1" * 64}) is None
+    here = {"weights_sha256": "2" * 64, "machine": {"capability": "AVX2"}}
+    fact = results_md.superseded_fact(kept, "beta_at", here)
+    assert "weights `1ceb3403`" in fact and "CPU kernels not recorded there, AVX2 here" in fact
+    assert "on the first 7,500 test images (clean 97.76," in fact and "AutoAttack 88.00" in fact
+
+
+def test_the_square_recheck_compares_only_chunks_that_run_on_from_image_0(tmp_path):
+    chunks = []
+    for offset, values in ((0, [True, False]), (2, [True]), (5, [False])):  # 3 and 4 missing
+        chunks.append(tmp_path / f"chunk_{offset:05d}.json")
+        chunks[-1].write_text(json.dumps({"per_sample": {"autoattack": values}}))
+    assert mnist_long.leading_per_sample(chunks, "autoattack") == [True, False, True]
+    assert mnist_long.leading_per_sample(chunks[1:], "autoattack") == []
+
+
 def _quick(evaluate):
     """The script's evaluate with the quick suite (PGD-20, APGD-CE) instead of the table's AutoAttack."""
 
