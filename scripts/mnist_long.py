@@ -352,15 +352,17 @@ def fit_for(key: str, config: str, out_dir: Path, kill_at: float, min_lost: int,
 
 
 def supersede(key: str, out_dir: Path, previous: dict) -> Path:
-    """Move the records of the fit ``previous`` (its chunk reports and Square recheck) and the fit record
-    itself to ``out_dir/superseded/{key}_{first 8 hex digits of its weights digest}/``: kept, never merged
-    with another model's chunks, never overwritten by their evaluation."""
+    """Move the records of the fit ``previous`` (its chunk reports, Square recheck and plots) and the fit
+    record itself to ``out_dir/superseded/{key}_{first 8 hex digits of its weights digest}/``: kept,
+    never merged with another model's chunks, never overwritten by their evaluation."""
     dest = out_dir / "superseded" / f"{key}_{previous['weights_sha256'][:8]}"
     (dest / key).mkdir(parents=True, exist_ok=True)
     (dest / f"{key}_fit.json").write_text(json.dumps(previous, indent=1))
     for report in [*sorted((out_dir / key).glob("chunk_*.json")), out_dir / f"{key}_square_check.json"]:
         if evaluated(report, previous):
             report.rename(dest / report.relative_to(out_dir))
+    if (plots := out_dir / f"{key}_plots").is_dir():  # (drawn from its run: ``curves`` draws the new one)
+        plots.rename(dest / plots.name)
     return dest
 
 

@@ -50,8 +50,8 @@ MNIST_NAMES = dict(MNIST_COLUMNS)
 
 
 def para(text: str) -> list[str]:
-    """A paragraph wrapped at 105 characters (as lines of the page)."""
-    return textwrap.wrap(text, 105, break_on_hyphens=False)
+    """A paragraph wrapped at 105 characters (as lines of the page; a link or path is never split)."""
+    return textwrap.wrap(text, 105, break_on_hyphens=False, break_long_words=False)
 
 
 def pct(x: float | None) -> str:
@@ -372,6 +372,8 @@ def superseded_fact(folder: Path, key: str, fit: dict) -> str:
         f") ran on another machine ({where}); the refit here did not reproduce its weights and its "
         "checkpoint is gone, so the row above is the refit's."
     )
+    if (plot := folder / f"{key}_plots" / "robust_overfitting.png").is_file():
+        fact += f" Its validation curves: [robust_overfitting.png]({plot.relative_to(DOCS)})."
     so_far = chunks_so_far(folder / key, old)
     if so_far is None:
         return fact

@@ -215,6 +215,8 @@ def test_a_refit_with_other_weights_moves_the_earlier_records_aside(tmp_path, mo
     chunk.parent.mkdir()
     for report in (chunk, tmp_path / "m_square_check.json"):
         report.write_text(json.dumps({"script": mnist_long.model_id(old)}))
+    (tmp_path / "m_plots").mkdir()
+    (tmp_path / "m_plots" / "robust_overfitting.png").write_bytes(b"the earlier fit's curves")
     new = {"ckpt": str(tmp_path / "new.ckpt"), "ckpt_sha256": "c" * 64, "weights_sha256": "d" * 64}
     monkeypatch.setattr(mnist_long, "fit_killed_and_resumed", lambda *args: dict(new))
     monkeypatch.setattr(mnist_long, "curves", lambda key, fit, out_dir: fit)
@@ -223,6 +225,7 @@ def test_a_refit_with_other_weights_moves_the_earlier_records_aside(tmp_path, mo
     assert json.loads((kept / "m_fit.json").read_text()) == old
     assert (kept / "m" / "chunk_00000.json").is_file() and (kept / "m_square_check.json").is_file()
     assert not chunk.exists() and not (tmp_path / "m_square_check.json").exists()
+    assert (kept / "m_plots" / "robust_overfitting.png").is_file() and not (tmp_path / "m_plots").exists()
     assert json.loads((tmp_path / "m_fit.json").read_text())["weights_sha256"] == "d" * 64
     # a refit that reproduced the weights keeps the chunks where they are
     chunk.write_text(json.dumps({"script": mnist_long.model_id(new)}))
