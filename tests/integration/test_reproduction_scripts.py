@@ -154,9 +154,10 @@ def test_the_test_set_is_evaluated_in_chunks_that_merge_into_one_report(killed_a
 
 
 def test_a_refit_reproduces_the_weights_so_the_finished_chunks_carry_over(killed_and_resumed):
-    """A fresh machine has the committed records but no checkpoint: an uninterrupted refit reaches the
-    killed-and-resumed run's weights bit for bit (another file: its paths and loop state differ), so the
-    chunks that evaluated those weights still count and only the missing ones run."""
+    """A fresh machine has the committed records but no checkpoint: an uninterrupted refit on the same CPU
+    kernels (here: the same machine) reaches the killed-and-resumed run's weights bit for bit (another
+    file: its paths and loop state differ), so the chunks that evaluated those weights still count and
+    only the missing ones run."""
     from _runs import digest, weights_digest
 
     folder, fit = killed_and_resumed
