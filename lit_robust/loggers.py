@@ -5,11 +5,20 @@ Lightning's ``CSVLogger`` deletes the ``metrics.csv`` it finds in its version fo
 continues, so here the file is kept and new rows are appended under its header (new columns rewrite the
 header, as Lightning does). :func:`drop_rows_from` removes the rows a killed run logged after the
 checkpoint it is resumed from, which the resumed run logs again.
+
+Several processes may log into one run's folder at once: ``evaluate`` of a run's checkpoint continues that
+run's ``metrics.csv`` (two test chunks at once, or an evaluation while the fit goes on). Each write holds
+an exclusive lock on the folder (``flock``) and first takes the columns other writers added, and a header
+rewrite replaces the file in one step (a kill leaves the old one): without both, one writer's rewrite read
+the file another had just truncated and the run's training rows were lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
@@ -24,9 +33,51 @@ __all__ = ["CSVLogger", "drop_rows_from"]
 class _ContinuingWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         """Keep an existing metrics.csv; its columns are the starting columns."""
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = list(next(csv.reader(f), []))
+        self.metrics_keys = self._file_keys()
+
+    def _file_keys(self) -> list[str]:
+        if not self._fs.isfile(self.metrics_file_path):
+            return []
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            return list(next(csv.reader(f), []))
+
+    def save(self) -> None:
+        """Lightning's save (append; a new column rewrites the header) under the folder's lock, after
+        taking the columns another writer added since."""
+        if not self.metrics:
+            return
+        with _locked(self.log_dir):
+            on_file = self._file_keys()
+            self.metrics_keys = on_file + [k for k in self.metrics_keys if k not in on_file]
+            super().save()
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        if not os.path.isdir(self.log_dir):  # (a remote file system: Lightning's own rewrite)
+            return super()._rewrite_with_new_header(fieldnames)
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            rows = list(csv.DictReader(f))
+        with atomic_file(self.metrics_file_path, "w") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+@contextlib.contextmanager
+def _locked(folder: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` (a local one, where ``fcntl`` exists) for the block."""
+    try:
+        import fcntl
+    except ImportError:  # (Windows: no lock)
+        fcntl = None
+    if fcntl is None or not os.path.isdir(folder):  # (a remote file system: no lock)
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
 
 
 class CSVLogger(LightningCSVLogger):

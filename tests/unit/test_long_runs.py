@@ -186,6 +186,46 @@ def test_the_csv_log_is_continued_without_the_rows_after_the_checkpoint(tmp_path
     assert rows[7]["val/acc"] == "0.5" and rows[0]["val/acc"] == ""
 
 
+def _log_beside(folder: str, writer: int, start, saves: int) -> None:
+    """One of two processes logging into the same run folder: every save brings a new column."""
+    from lit_robust.loggers import CSVLogger
+
+    logger = CSVLogger(save_dir=folder, name="run", version=0)
+    start.wait()
+    for i in range(saves):
+        logger.log_metrics({f"eval{writer}/k{i}": float(i)}, step=1000 * writer + i)
+        logger.save()
+
+
+def test_two_processes_logging_into_one_run_lose_no_row(tmp_path):
+    """``evaluate`` of a run's checkpoint continues the run's metrics.csv, and scripts/mnist_long.py runs two
+    chunks at once: each new column rewrote the file, and a rewrite that read the file while the other
+    process had just truncated it for its own lost the run's training rows (seen in a test beside the
+    evaluation: the fit's metrics.csv held one evaluation row). Both writers keep every row now."""
+    import multiprocessing
+
+    from lit_robust.loggers import CSVLogger
+
+    fit = CSVLogger(save_dir=str(tmp_path), name="run", version=0)
+    for step in range(20):
+        fit.log_metrics({"train/loss": float(step)}, step=step)
+    fit.save()
+    context = multiprocessing.get_context("fork")
+    start, saves = context.Barrier(2), 40
+    writers = [context.Process(target=_log_beside, args=(str(tmp_path), w, start, saves)) for w in (1, 2)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+    assert [w.exitcode for w in writers] == [0, 0]
+    with open(Path(fit.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    steps = sorted(int(r["step"]) for r in rows)
+    assert steps == [*range(20), *range(1000, 1000 + saves), *range(2000, 2000 + saves)]
+    assert [r["train/loss"] for r in rows if int(r["step"]) < 20] == [str(float(s)) for s in range(20)]
+    assert all(r[f"eval2/k{saves - 1}"] == "" for r in rows if int(r["step"]) < 2000 + saves - 1)
+
+
 class NaNTerm(ERM):
     """ERM through ``loss_from_terms`` whose second term is NaN from global step 1."""
 
