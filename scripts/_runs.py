@@ -7,6 +7,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import shlex
 import time
 from pathlib import Path
@@ -146,6 +147,21 @@ def evaluate_once(dest: Path, args: list[str], ckpt: str, n_samples: int, name: 
     return done
 
 
+#: The CPU kernels every fit and evaluation of the long runs use: torch's own (ATen), oneDNN's (convolutions)
+#: and MKL's (matrix products, with conditional numerical reproducibility) capped at AVX2, which every x86
+#: machine we run on has. On an AVX2 machine this changes nothing (a 12-step BETA-AT fit: the same weights
+#: with and without); an AVX-512 machine would otherwise round differently from the first step.
+KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+def kernel_env() -> dict[str, str]:
+    """``KERNELS`` where this machine has AVX2 or more (else nothing: its own kernels), the caller's own
+    setting of any of them kept."""
+    if not torch.backends.cpu.get_cpu_capability().startswith(("AVX2", "AVX512")):
+        return {}
+    return {k: os.environ.get(k, v) for k, v in KERNELS.items()}
+
+
 def machine() -> dict:
     """What decides whether a fit's floats repeat on another machine: the CPU, torch's kernel set for it
     (``torch.backends.cpu.get_cpu_capability()``: "AVX2", "AVX512", ...), the intra-op threads and torch."""
@@ -155,6 +171,7 @@ def machine() -> dict:
     return {
         "cpu": model,
         "capability": torch.backends.cpu.get_cpu_capability(),
+        "pinned": kernel_env(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

@@ -16,11 +16,13 @@ AutoAttack left robust make the model's number suspect.
 Records name the model they evaluated by two digests: the checkpoint file's and its weights' (``state_dict``
 bytes), and the fit record names the machine (CPU, torch's kernel set, threads). A fresh machine has the
 committed records but no checkpoint: a method whose chunks are all recorded is not trained again, and one
-still missing chunks is refitted. The refit is bit-exact where the CPU kernels are the same (seen: two
-fits on one machine; an AVX2 machine did not reproduce a fit made on another machine, from epoch 0 on):
-then its weights' digest matches and the finished chunks still count. Otherwise the earlier fit's records
-(fit, chunks, Square recheck) move to ``superseded/{method}_{weights digest}/``, kept for docs/results.md,
-and the new model is evaluated from image 0: chunks of two models are never merged.
+still missing chunks is refitted. The refit is bit-exact on the same CPU kernels (seen: two fits on one
+machine; an AVX2 machine did not reproduce a fit made on another machine, from epoch 0 on): its weights'
+digest matches and the finished chunks still count. Every child runs on AVX2 kernels (``_runs.KERNELS``),
+meant to make an AVX-512 machine round as an AVX2 one does (not verified: no AVX-512 machine here).
+Otherwise the earlier fit's records (fit, chunks, Square recheck, plots) move to
+``superseded/{method}_{weights digest}/``, kept for docs/results.md, and the new model is evaluated from
+image 0: chunks of two models are never merged.
 
     python scripts/mnist_long.py --methods trades --fit_only          # ~90 min: fit, kill, resume
     python scripts/mnist_long.py --methods trades --budget_minutes 60 # evaluate chunks for an hour
@@ -49,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _runs import digest, export_once, machine, same_model, val_curve, weights_digest
+from _runs import digest, export_once, kernel_env, machine, same_model, val_curve, weights_digest
 
 from lit_robust.checkpoint import read_checkpoint
 from lit_robust.evaluation import Report, merge_reports
@@ -68,10 +70,11 @@ STRONG_SQUARE = (
 
 
 def lit_robust(args: list[str], log: Path | None = None, threads: int | None = None) -> subprocess.Popen:
-    """Start ``python -m lit_robust ARGS`` (printed first) in its own process group; ``threads`` sets the
-    child's OMP_NUM_THREADS."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
-    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
+    """Start ``python -m lit_robust ARGS`` (printed first, with the environment it sets) in its own process
+    group, on the pinned CPU kernels (``_runs.kernel_env``); ``threads`` sets the child's OMP_NUM_THREADS."""
+    settings = {**kernel_env(), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    env = {**os.environ, **settings}
+    prefix = "".join(f"{k}={v} " for k, v in settings.items())
     print(f"\n$ {prefix}python -m lit_robust {shlex.join(args)}", flush=True)
     out = open(log, "a") if log else None  # noqa: SIM115 - handed to the child
     return subprocess.Popen(

@@ -158,13 +158,13 @@ def test_a_refit_reproduces_the_weights_so_the_finished_chunks_carry_over(killed
     kernels (here: the same machine) reaches the killed-and-resumed run's weights bit for bit (another
     file: its paths and loop state differ), so the chunks that evaluated those weights still count and
     only the missing ones run."""
-    from _runs import digest, weights_digest
+    from _runs import digest, kernel_env, weights_digest
 
     folder, fit = killed_and_resumed
     assert fit["weights_sha256"] == weights_digest(fit["ckpt"])
     done = subprocess.run(
         [sys.executable, "-m", "lit_robust", *mnist_long.fit_args(str(folder / "tiny.yaml"))],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, **kernel_env()},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     refit = sorted(Path(fit["log_dir"]).parent.glob("version_*/checkpoints/best*.ckpt"))[-1]
@@ -253,6 +253,26 @@ def test_results_page_never_merges_chunks_of_two_models(tmp_path):
     fact = results_md.superseded_fact(kept, "beta_at", here)
     assert "weights `1ceb3403`" in fact and "CPU kernels not recorded there, AVX2 here" in fact
     assert "on the first 7,500 test images (clean 97.76," in fact and "AutoAttack 88.00" in fact
+
+
+def test_every_run_of_the_script_uses_the_pinned_cpu_kernels(capsys, monkeypatch):
+    """BETA-AT refitted on an AVX2 machine differed from its fit on another machine from epoch 0: the
+    script's fits and evaluations run on AVX2 kernels, set in the child's environment and printed with its
+    command (a user's own setting kept), and the fit record names the machine."""
+    import _runs
+
+    if not torch.backends.cpu.get_cpu_capability().startswith(("AVX2", "AVX512")):
+        pytest.skip("this machine has no AVX2: the script runs its own kernels")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    started = {}
+    monkeypatch.setattr(mnist_long.subprocess, "Popen", lambda cmd, **kw: started.update(kw))
+    mnist_long.lit_robust(["evaluate", "--help"], threads=1)
+    assert {k: started["env"][k] for k in _runs.KERNELS} == {**_runs.KERNELS, "MKL_CBWR": "COMPATIBLE"}
+    assert started["env"]["OMP_NUM_THREADS"] == "1"
+    printed = capsys.readouterr().out
+    assert "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1" in printed
+    assert _runs.machine()["pinned"]["ATEN_CPU_CAPABILITY"] == "avx2"
 
 
 def test_the_square_recheck_compares_only_chunks_that_run_on_from_image_0(tmp_path):
